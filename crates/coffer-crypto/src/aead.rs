@@ -1,0 +1,90 @@
+//! AES-256-GCM with mandatory associated data, via aws-lc-rs.
+//!
+//! Nonce discipline is the caller's: [`AeadKey::seal_in_place`] takes an explicit
+//! 96-bit nonce for keys that are derived per pack or per object (where a counter
+//! or offset is unique by construction), and [`AeadKey::seal_random`] prefixes a
+//! random nonce for long-lived keys that seal few objects.
+
+use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+
+use crate::{CryptoError, secret::SecretKey};
+
+/// Length of the GCM authentication tag appended to every ciphertext.
+pub const TAG_LEN: usize = 16;
+/// Length of a GCM nonce.
+pub const NONCE_BYTES: usize = NONCE_LEN;
+
+/// An AES-256-GCM key ready for use.
+pub struct AeadKey(LessSafeKey);
+
+impl std::fmt::Debug for AeadKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AeadKey(<redacted>)")
+    }
+}
+
+impl AeadKey {
+    /// Prepares `key` for AES-256-GCM.
+    pub fn new(key: &SecretKey) -> Self {
+        let unbound =
+            UnboundKey::new(&AES_256_GCM, key.expose()).expect("32-byte key is valid for AES-256");
+        Self(LessSafeKey::new(unbound))
+    }
+
+    /// Encrypts `buf` in place and appends the tag. `nonce` must never repeat under this key.
+    pub fn seal_in_place(&self, nonce: [u8; NONCE_BYTES], aad: &[u8], buf: &mut Vec<u8>) {
+        self.0
+            .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), buf)
+            .expect("AES-GCM sealing cannot fail for in-memory buffers below 64 GiB");
+    }
+
+    /// Decrypts `buf` (ciphertext ‖ tag) in place and truncates it to the plaintext.
+    pub fn open_in_place(
+        &self,
+        nonce: [u8; NONCE_BYTES],
+        aad: &[u8],
+        buf: &mut Vec<u8>,
+    ) -> Result<(), CryptoError> {
+        let len = self
+            .0
+            .open_in_place(Nonce::assume_unique_for_key(nonce), Aad::from(aad), buf)
+            .map_err(|_| CryptoError::Authentication)?
+            .len();
+        buf.truncate(len);
+        Ok(())
+    }
+
+    /// Seals `plaintext` under a fresh random nonce: output is `nonce ‖ ciphertext ‖ tag`.
+    pub fn seal_random(&self, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        let nonce: [u8; NONCE_BYTES] = crate::random_array()?;
+        let mut buf = Vec::with_capacity(NONCE_BYTES + plaintext.len() + TAG_LEN);
+        buf.extend_from_slice(plaintext);
+        self.seal_in_place(nonce, aad, &mut buf);
+        let mut out = Vec::with_capacity(NONCE_BYTES + buf.len());
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&buf);
+        Ok(out)
+    }
+
+    /// Opens the output of [`AeadKey::seal_random`].
+    pub fn open_random(&self, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        if sealed.len() < NONCE_BYTES + TAG_LEN {
+            return Err(CryptoError::Malformed("sealed object"));
+        }
+        let (nonce, ct) = sealed.split_at(NONCE_BYTES);
+        let mut buf = ct.to_vec();
+        self.open_in_place(
+            nonce.try_into().expect("split at nonce length"),
+            aad,
+            &mut buf,
+        )?;
+        Ok(buf)
+    }
+}
+
+/// Builds a 96-bit nonce from a 64-bit counter (big-endian in the last 8 bytes).
+pub fn counter_nonce(counter: u64) -> [u8; NONCE_BYTES] {
+    let mut n = [0u8; NONCE_BYTES];
+    n[4..].copy_from_slice(&counter.to_be_bytes());
+    n
+}

@@ -1,0 +1,223 @@
+//! [`LocalStore`]: objects as files under a root directory.
+//!
+//! Writes go to a uniquely named temporary file in `tmp/`, are fsynced, renamed
+//! into place, and the destination directory is fsynced: after `put` returns, the
+//! object survives a crash or power loss, and a crash mid-write leaves at most a
+//! stray temporary file (swept by [`LocalStore::open`]).
+
+use std::{
+    fs::{self, File, OpenOptions},
+    io::{ErrorKind, Read, Seek, SeekFrom, Write},
+    os::unix::fs::OpenOptionsExt,
+    path::{Path, PathBuf},
+};
+
+use crate::{ObjectKey, ObjectMeta, ObjectStore, StoreError};
+
+const TMP_DIR: &str = "tmp";
+
+/// A durable object store in a local directory.
+#[derive(Debug)]
+pub struct LocalStore {
+    root: PathBuf,
+}
+
+impl LocalStore {
+    /// Opens (creating if needed) a store rooted at `root`, removing temporary files
+    /// left by interrupted writes older than an hour.
+    pub fn open(root: impl Into<PathBuf>) -> Result<Self, StoreError> {
+        let root = root.into();
+        let tmp = root.join(TMP_DIR);
+        fs::create_dir_all(&tmp).map_err(|e| StoreError::io(tmp.display().to_string(), e))?;
+        if let Ok(entries) = fs::read_dir(&tmp) {
+            for entry in entries.flatten() {
+                let stale = entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|age| age.as_secs() > 3600);
+                if stale {
+                    let _ = fs::remove_file(entry.path());
+                }
+            }
+        }
+        Ok(Self { root })
+    }
+
+    /// The root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn path(&self, key: &ObjectKey) -> PathBuf {
+        self.root.join(key.as_str())
+    }
+}
+
+/// Fsyncs a directory so that renames and creations inside it are durable.
+pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+impl ObjectStore for LocalStore {
+    fn put(&self, key: &ObjectKey, data: &[u8]) -> Result<(), StoreError> {
+        let dest = self.path(key);
+        let parent = dest.parent().expect("object paths have a parent");
+        if !parent.is_dir() {
+            fs::create_dir_all(parent).map_err(|e| StoreError::io(key.to_string(), e))?;
+            // Make the new directory entries durable up to the root.
+            let mut dir = parent;
+            while dir != self.root {
+                let up = dir.parent().expect("inside root");
+                sync_dir(up).map_err(|e| StoreError::io(key.to_string(), e))?;
+                dir = up;
+            }
+        }
+        let rand: [u8; 8] = coffer_crypto::random_array().map_err(|_| {
+            StoreError::io(
+                key.to_string(),
+                std::io::Error::other("random number generator failure"),
+            )
+        })?;
+        let tmp = self
+            .root
+            .join(TMP_DIR)
+            .join(format!("{}.{}", key.name(), hex::encode(rand)));
+        let result = (|| {
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            f.write_all(data)?;
+            f.sync_all()?;
+            drop(f);
+            fs::rename(&tmp, &dest)?;
+            sync_dir(parent)
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        result.map_err(|e| StoreError::io(key.to_string(), e))
+    }
+
+    fn get(&self, key: &ObjectKey) -> Result<Vec<u8>, StoreError> {
+        fs::read(self.path(key)).map_err(|e| match e.kind() {
+            ErrorKind::NotFound => StoreError::NotFound(key.clone()),
+            _ => StoreError::io(key.to_string(), e),
+        })
+    }
+
+    fn get_range(&self, key: &ObjectKey, offset: u64, len: u64) -> Result<Vec<u8>, StoreError> {
+        let mut f = File::open(self.path(key)).map_err(|e| match e.kind() {
+            ErrorKind::NotFound => StoreError::NotFound(key.clone()),
+            _ => StoreError::io(key.to_string(), e),
+        })?;
+        let size = f
+            .metadata()
+            .map_err(|e| StoreError::io(key.to_string(), e))?
+            .len();
+        if offset.checked_add(len).is_none_or(|end| end > size) {
+            return Err(StoreError::Range {
+                key: key.clone(),
+                offset,
+                len,
+                size,
+            });
+        }
+        let mut buf = vec![0u8; usize::try_from(len).expect("range fits in memory")];
+        f.seek(SeekFrom::Start(offset))
+            .and_then(|_| f.read_exact(&mut buf))
+            .map_err(|e| StoreError::io(key.to_string(), e))?;
+        Ok(buf)
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
+        let mut out = Vec::new();
+        let start = self.root.join(prefix.trim_end_matches('/'));
+        walk(&self.root, &start, &mut out)?;
+        out.retain(|m| m.key.as_str().starts_with(prefix));
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    fn delete(&self, key: &ObjectKey) -> Result<(), StoreError> {
+        let path = self.path(key);
+        match fs::remove_file(&path) {
+            Ok(()) => sync_dir(path.parent().expect("object has parent"))
+                .map_err(|e| StoreError::io(key.to_string(), e)),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(StoreError::io(key.to_string(), e)),
+        }
+    }
+
+    fn size(&self, key: &ObjectKey) -> Result<Option<u64>, StoreError> {
+        match fs::metadata(self.path(key)) {
+            Ok(m) => Ok(Some(m.len())),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StoreError::io(key.to_string(), e)),
+        }
+    }
+}
+
+fn walk(root: &Path, dir: &Path, out: &mut Vec<ObjectMeta>) -> Result<(), StoreError> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(StoreError::io(dir.display().to_string(), e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(|e| StoreError::io(dir.display().to_string(), e))?;
+        let path = entry.path();
+        let ft = entry
+            .file_type()
+            .map_err(|e| StoreError::io(path.display().to_string(), e))?;
+        let rel = path.strip_prefix(root).expect("walk stays under root");
+        if rel.starts_with(TMP_DIR) {
+            continue;
+        }
+        if ft.is_dir() {
+            walk(root, &path, out)?;
+        } else if ft.is_file() {
+            let Some(rel) = rel.to_str() else { continue };
+            let Ok(key) = ObjectKey::new(rel) else {
+                continue;
+            };
+            let size = entry
+                .metadata()
+                .map_err(|e| StoreError::io(path.display().to_string(), e))?
+                .len();
+            out.push(ObjectMeta { key, size });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn put_get_list_delete() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = LocalStore::open(dir.path()).unwrap();
+        let k = ObjectKey::new("data/ab/abc").unwrap();
+        s.put(&k, b"hello").unwrap();
+        assert_eq!(s.get(&k).unwrap(), b"hello");
+        assert_eq!(s.get_range(&k, 1, 3).unwrap(), b"ell");
+        assert!(matches!(
+            s.get_range(&k, 4, 3),
+            Err(StoreError::Range { .. })
+        ));
+        s.put(&ObjectKey::new("index/x").unwrap(), b"i").unwrap();
+        let l = s.list("data/").unwrap();
+        assert_eq!(l.len(), 1);
+        assert_eq!(l[0].size, 5);
+        assert_eq!(s.list("").unwrap().len(), 2);
+        s.delete(&k).unwrap();
+        s.delete(&k).unwrap();
+        assert!(matches!(s.get(&k), Err(StoreError::NotFound(_))));
+        assert_eq!(fs::read_dir(dir.path().join(TMP_DIR)).unwrap().count(), 0);
+    }
+}
