@@ -1,0 +1,182 @@
+//! Unit tests of the catalog.
+
+use super::*;
+
+fn group(name: &str) -> ResourceGroupRow {
+    ResourceGroupRow {
+        name: name.into(),
+        location: "local".into(),
+        created: "2026-01-01T00:00:00Z".into(),
+        created_by: "p".into(),
+        tags_json: "{}".into(),
+    }
+}
+
+fn vault(guid: &str, name: &str, rg: &str) -> VaultRow {
+    VaultRow {
+        guid: guid.into(),
+        name: name.into(),
+        resource_group: rg.into(),
+        location: "local".into(),
+        created: "2026-01-01T00:00:00Z".into(),
+        created_by: "p".into(),
+        wrapped_key_json: "{}".into(),
+        encryption_state: "Disabled".into(),
+        storage_settings_json: "[]".into(),
+        tags_json: "{}".into(),
+    }
+}
+
+fn init(c: &Catalog) {
+    let inst = InstanceRow {
+        instance_id: "i".into(),
+        subscription_id: "s".into(),
+        tenant_id: "t".into(),
+        admin_principal_id: "p".into(),
+        created: "2026-01-01T00:00:00Z".into(),
+        master_key_fingerprint: "fp".into(),
+    };
+    let pmk = PlatformKeyRow {
+        key_id: "coffer:pmk:i/1".into(),
+        sealed: vec![1, 2, 3],
+        created: "2026-01-01T00:00:00Z".into(),
+        active: true,
+    };
+    c.init_instance(&inst, &pmk, &group("default")).unwrap();
+    // A second initialisation keeps the first.
+    let mut other = inst.clone();
+    other.instance_id = "j".into();
+    assert_eq!(
+        c.init_instance(&other, &pmk, &group("default"))
+            .unwrap()
+            .instance_id,
+        "i"
+    );
+}
+
+#[test]
+fn groups_and_vaults() {
+    let c = Catalog::open_in_memory().unwrap();
+    init(&c);
+    assert!(matches!(
+        c.create_group(&group("DEFAULT")),
+        Err(CatalogError::AlreadyExists { .. })
+    ));
+    c.create_group(&group("rg1")).unwrap();
+    c.create_vault(&vault("g1", "v1", "rg1")).unwrap();
+    assert!(matches!(
+        c.create_vault(&vault("g2", "V1", "rg1")),
+        Err(CatalogError::AlreadyExists { .. })
+    ));
+    assert_eq!(c.vault("RG1", "v1").unwrap().unwrap().guid, "g1");
+    assert!(matches!(
+        c.delete_group("rg1"),
+        Err(CatalogError::NotEmpty { count: 1, .. })
+    ));
+    c.create_instance(&InstanceItemRow {
+        guid: "bi1".into(),
+        vault_guid: "g1".into(),
+        name: "docs".into(),
+        datasource_type: DatasourceType::Directory,
+        datasource_path: Some("/x".into()),
+        created: "t".into(),
+        created_by: "p".into(),
+    })
+    .unwrap();
+    assert!(matches!(
+        c.delete_vault("g1"),
+        Err(CatalogError::NotEmpty { .. })
+    ));
+    let rp = |id: &str, inst: &str| RecoveryPointRow {
+        id: id.into(),
+        instance_guid: inst.into(),
+        time: 1,
+        datastore: "VaultStore".into(),
+        logical_bytes: 10,
+        added_bytes: 5,
+        file_count: 1,
+        dir_count: 0,
+        source_kind: "Directory".into(),
+        state: "Completed".into(),
+    };
+    c.upsert_recovery_point(&rp("old", "bi1")).unwrap();
+    let (added, removed) = c
+        .reconcile_recovery_points("g1", &[rp("a", "bi1"), rp("b", "unknown")])
+        .unwrap();
+    assert_eq!((added, removed), (1, 1));
+    let ids: Vec<_> = c
+        .recovery_points("bi1")
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(ids, ["a"]);
+    assert!(c.delete_instance_item("bi1").unwrap());
+    assert!(c.delete_vault("g1").unwrap());
+    assert!(c.delete_group("rg1").unwrap());
+    assert!(!c.delete_group("rg1").unwrap());
+}
+
+#[test]
+fn jobs_round_trip() {
+    let c = Catalog::open_in_memory().unwrap();
+    init(&c);
+    let job = JobRow {
+        guid: "j1".into(),
+        vault_guid: "g1".into(),
+        instance_guid: Some("bi".into()),
+        instance_name: Some("docs".into()),
+        datasource_type: Some(DatasourceType::Stream),
+        operation: JobOperation::Backup,
+        status: JobStatus::InProgress,
+        start_ms: 5,
+        end_ms: None,
+        bytes: 0,
+        pid: Some(1),
+        pid_start: None,
+        error_code: None,
+        error_message: None,
+        recommended_action: None,
+        warnings_json: "[]".into(),
+        principal: "p".into(),
+        recovery_point_id: None,
+        recovery_point_time: None,
+    };
+    c.insert_job(&job).unwrap();
+    assert_eq!(c.jobs_in_progress().unwrap().len(), 1);
+    let fin = JobFinish {
+        status: JobStatus::Failed,
+        end_ms: 9,
+        bytes: 0,
+        error_code: Some("JobInterrupted".into()),
+        error_message: Some("m".into()),
+        recommended_action: None,
+        warnings_json: "[]".into(),
+        recovery_point_id: None,
+        recovery_point_time: None,
+    };
+    assert!(c.finish_job_if_in_progress("j1", &fin).unwrap());
+    assert!(!c.finish_job_if_in_progress("j1", &fin).unwrap());
+    let got = c.job("g1", "j1").unwrap().unwrap();
+    assert_eq!(got.status, JobStatus::Failed);
+    assert_eq!(got.error_code.as_deref(), Some("JobInterrupted"));
+}
+
+#[test]
+fn file_catalog_is_wal_and_migrated() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("catalog.db");
+    let c = Catalog::open(&p).unwrap();
+    let mode: String = c
+        .conn
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+    drop(c);
+    let c = Catalog::open(&p).unwrap();
+    let v: u32 = c
+        .conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(v, SCHEMA_VERSION);
+}
