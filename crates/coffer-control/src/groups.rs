@@ -1,0 +1,113 @@
+//! Resource groups: create, show, list, delete (only when empty).
+
+use std::collections::BTreeMap;
+
+use coffer_catalog::ResourceGroupRow;
+
+use crate::{
+    DEFAULT_LOCATION, Error, ErrorCode, Instance, Result,
+    names::validate_group_name,
+    resources::{GROUP_TYPE, ProvisioningProperties, ResourceGroupResource},
+    util::now_rfc3339,
+};
+
+impl Instance {
+    pub(crate) fn group_id(&self, name: &str) -> String {
+        format!(
+            "/subscriptions/{}/resourceGroups/{}",
+            self.row.subscription_id, name
+        )
+    }
+
+    pub(crate) fn group_row(&self, name: &str) -> Result<ResourceGroupRow> {
+        self.catalog.group(name)?.ok_or_else(|| {
+            Error::new(
+                ErrorCode::ResourceGroupNotFound,
+                format!("resource group '{name}' does not exist"),
+            )
+        })
+    }
+
+    fn group_resource(&self, g: &ResourceGroupRow) -> ResourceGroupResource {
+        ResourceGroupResource {
+            id: self.group_id(&g.name),
+            name: g.name.clone(),
+            resource_type: GROUP_TYPE.to_owned(),
+            location: g.location.clone(),
+            tags: parse_tags(&g.tags_json),
+            properties: ProvisioningProperties {
+                provisioning_state: "Succeeded".to_owned(),
+            },
+        }
+    }
+
+    /// Creates a resource group.
+    pub fn create_resource_group(
+        &self,
+        name: &str,
+        location: Option<&str>,
+        tags: BTreeMap<String, String>,
+    ) -> Result<ResourceGroupResource> {
+        let r = (|| {
+            validate_group_name(name)?;
+            let row = ResourceGroupRow {
+                name: name.to_owned(),
+                location: location.unwrap_or(DEFAULT_LOCATION).to_owned(),
+                created: now_rfc3339(),
+                created_by: self.principal().to_owned(),
+                tags_json: tags_json(&tags),
+            };
+            self.catalog.create_group(&row)?;
+            Ok(self.group_resource(&row))
+        })();
+        self.audit(
+            "Microsoft.Resources/resourceGroups/write",
+            &self.group_id(name),
+            &r,
+        );
+        r
+    }
+
+    /// Shows a resource group.
+    pub fn show_resource_group(&self, name: &str) -> Result<ResourceGroupResource> {
+        Ok(self.group_resource(&self.group_row(name)?))
+    }
+
+    /// Lists resource groups.
+    pub fn list_resource_groups(&self) -> Result<Vec<ResourceGroupResource>> {
+        Ok(self
+            .catalog
+            .groups()?
+            .iter()
+            .map(|g| self.group_resource(g))
+            .collect())
+    }
+
+    /// Deletes an empty resource group.
+    pub fn delete_resource_group(&self, name: &str) -> Result<()> {
+        let r = (|| {
+            if self.catalog.delete_group(name)? {
+                Ok(())
+            } else {
+                Err(Error::new(
+                    ErrorCode::ResourceGroupNotFound,
+                    format!("resource group '{name}' does not exist"),
+                ))
+            }
+        })();
+        self.audit(
+            "Microsoft.Resources/resourceGroups/delete",
+            &self.group_id(name),
+            &r,
+        );
+        r
+    }
+}
+
+pub(crate) fn tags_json(tags: &BTreeMap<String, String>) -> String {
+    serde_json::to_string(tags).unwrap_or_else(|_| "{}".to_owned())
+}
+
+pub(crate) fn parse_tags(json: &str) -> BTreeMap<String, String> {
+    serde_json::from_str(json).unwrap_or_default()
+}
