@@ -7,7 +7,7 @@ use coffer_catalog::ResourceGroupRow;
 use crate::{
     DEFAULT_LOCATION, Error, ErrorCode, Instance, Result,
     names::validate_group_name,
-    resources::{GROUP_TYPE, ProvisioningProperties, ResourceGroupResource},
+    resources::{DeleteResult, GROUP_TYPE, ProvisioningProperties, ResourceGroupResource},
     util::now_rfc3339,
 };
 
@@ -84,10 +84,14 @@ impl Instance {
     }
 
     /// Deletes an empty resource group.
-    pub fn delete_resource_group(&self, name: &str) -> Result<()> {
+    pub fn delete_resource_group(&self, name: &str) -> Result<DeleteResult> {
         let r = (|| {
             if self.catalog.delete_group(name)? {
-                Ok(())
+                Ok(DeleteResult {
+                    job_id: None,
+                    id: self.group_id(name),
+                    reclaimed_bytes: 0,
+                })
             } else {
                 Err(Error::new(
                     ErrorCode::ResourceGroupNotFound,

@@ -120,7 +120,22 @@ impl Instance {
                     )
                 })?;
         }
-        let catalog = Catalog::open(&home.join(CATALOG_FILE_NAME))?;
+        let catalog_path = home.join(CATALOG_FILE_NAME);
+        // Create the catalog owner-only; SQLite gives its -wal/-shm files the same mode.
+        OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&catalog_path)
+            .map_err(|e| {
+                io_error(
+                    ErrorCode::HomeDirectoryError,
+                    &format!("cannot create the catalog {}", catalog_path.display()),
+                    &e,
+                )
+            })?;
+        let catalog = Catalog::open(&catalog_path)?;
         let existing = catalog.instance()?;
 
         let supplied = master_key_file.is_some();

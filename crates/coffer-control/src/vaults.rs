@@ -20,9 +20,9 @@ use crate::{
     names::{validate_instance_name, validate_vault_name},
     resources::{
         BackupInstanceProperties, BackupInstanceResource, BackupVaultProperties,
-        BackupVaultResource, DatasourceInfo, EncryptionSettings, INSTANCE_TYPE, Identity,
-        KeyVaultProperties, SecuritySettings, SoftDeleteSettings, StateSetting, StorageSetting,
-        VAULT_TYPE,
+        BackupVaultResource, DatasourceInfo, DeleteResult, EncryptionSettings, INSTANCE_TYPE,
+        Identity, KeyVaultProperties, SecuritySettings, SoftDeleteSettings, StateSetting,
+        StorageSetting, VAULT_TYPE,
     },
     util::{self, now_rfc3339},
 };
@@ -256,7 +256,7 @@ impl Instance {
     }
 
     /// Deletes a backup vault and its storage. Refused while it has backup instances.
-    pub fn delete_vault(&self, rg: &str, name: &str) -> Result<()> {
+    pub fn delete_vault(&self, rg: &str, name: &str) -> Result<DeleteResult> {
         let v = match self.vault_row(rg, name) {
             Ok(v) => v,
             Err(e) => {
@@ -281,7 +281,7 @@ impl Instance {
         r
     }
 
-    fn delete_vault_inner(&self, v: &VaultRow) -> Result<()> {
+    fn delete_vault_inner(&self, v: &VaultRow) -> Result<DeleteResult> {
         let instances = self.catalog.instance_items(&v.guid)?;
         if !instances.is_empty() {
             return Err(Error::new(
@@ -326,7 +326,11 @@ impl Instance {
             remove_tree(&doomed)?;
         }
         let _ = fs::remove_file(self.lock_path(&v.guid));
-        Ok(())
+        Ok(DeleteResult {
+            job_id: None,
+            id: self.vault_id(v),
+            reclaimed_bytes: 0,
+        })
     }
 
     // ------------------------------------------------------ backup instances
