@@ -6,8 +6,6 @@ use std::{
     sync::Arc,
 };
 
-use coffer_crypto::{DataKey, WrappedKey};
-use coffer_store::ObjectStore;
 use serde::{Deserialize, Serialize};
 
 /// Engine failures. Each maps to one stable public error code in the control plane.

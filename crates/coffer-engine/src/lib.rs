@@ -1,11 +1,26 @@
 //! Coffer's storage engine: turns a directory tree or a byte stream into an
-//! encrypted, deduplicated recovery point in an [`ObjectStore`], and back.
+//! encrypted, deduplicated recovery point in an [`coffer_store::ObjectStore`], and back.
 //!
-//! The engine is given an unwrapped [`DataKey`] and never learns what wrapped it.
-//! See `docs/format.md` for every object it writes and `ARCHITECTURE.md` for the
-//! data flow. Public entry point: [`Repository`].
+//! The engine is given an unwrapped [`coffer_crypto::DataKey`] and never learns what
+//! wrapped it. See `docs/format.md` for every object it writes and `ARCHITECTURE.md`
+//! for the data flow. Public entry point: [`Repository`].
+//!
+//! Modules: [`chunker`](crate) (keyed FastCDC), `format` (object headers, sealing,
+//! blob codec), `pack` (pack writer and reader), `index` (chunk → location),
+//! `tree` (directory listings, manifests), `backup`, `restore`, `check`, `gc`
+//! (deletion and space reclamation), `lock` (inter-process vault locks).
 
 mod api;
+mod backup;
+mod check;
+mod chunker;
+mod format;
+mod gc;
+mod index;
+mod lock;
+mod pack;
 mod repo;
+mod restore;
+mod tree;
 
 pub use api::*;

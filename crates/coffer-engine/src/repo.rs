@@ -1,85 +1,297 @@
-//! TEMPORARY placeholder bodies while the engine is being written.
+//! [`Repository`]: opening a vault's storage and the operations on it.
+
 use std::{path::PathBuf, sync::Arc};
 
-use coffer_crypto::{DataKey, WrappedKey};
-use coffer_store::ObjectStore;
+use coffer_crypto::{ChunkIdKey, DataKey, WrappedKey};
+use coffer_store::{ObjectKey, ObjectStore, StoreError};
+use serde::{Deserialize, Serialize};
 
-use crate::*;
+use crate::{
+    BackupOutcome, BackupRequest, CheckReport, DeleteOutcome, EngineError, Progress,
+    RecoveryPointInfo, RepoParams, Repository, RestoreOutcome, RestoreRequest, backup, check,
+    chunker::Chunker,
+    format::{self, ObjectType},
+    gc,
+    index::Index,
+    lock, pack, restore,
+    tree::{Manifest, Tree},
+};
 
-pub(crate) struct Inner;
+/// Format version of the config object.
+const CONFIG_VERSION: u32 = 1;
 
-fn nyi<T>() -> Result<T, EngineError> {
-    Err(EngineError::Internal("engine not built yet".into()))
+/// The sealed `config` object: what a vault's storage is.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct Config {
+    pub(crate) version: u32,
+    pub(crate) vault_id: String,
+    pub(crate) params: RepoParams,
+}
+
+/// A manifest as found in storage: its key, and its contents unless damaged.
+pub(crate) type LoadedManifest = (ObjectKey, Result<Manifest, EngineError>);
+
+/// Shared state of an open repository.
+pub(crate) struct Inner {
+    pub(crate) store: Arc<dyn ObjectStore>,
+    pub(crate) dek: DataKey,
+    pub(crate) id_key: ChunkIdKey,
+    pub(crate) chunker: Chunker,
+    pub(crate) config: Config,
+    pub(crate) lock_path: PathBuf,
+}
+
+fn keys_object(kek_key_id: &str) -> ObjectKey {
+    let h = blake3::hash(kek_key_id.as_bytes());
+    ObjectKey::new(format!("keys/{}", &h.to_hex()[..32])).expect("valid key")
 }
 
 impl Repository {
     /// Creates a new, empty repository for vault `vault_id` in `store`, recording `wrapped` next to the data.
     pub fn create(
-        _store: Arc<dyn ObjectStore>,
-        _lock_path: PathBuf,
-        _vault_id: &str,
-        _dek: DataKey,
-        _wrapped: &WrappedKey,
-        _params: RepoParams,
+        store: Arc<dyn ObjectStore>,
+        lock_path: PathBuf,
+        vault_id: &str,
+        dek: DataKey,
+        wrapped: &WrappedKey,
+        params: RepoParams,
     ) -> Result<Self, EngineError> {
-        nyi()
+        let config_key = format::object_key(ObjectType::Config, &[0; 16]);
+        if store.size(&config_key)?.is_some() {
+            return Err(EngineError::Internal(
+                "storage already holds a vault".into(),
+            ));
+        }
+        Self::write_wrapped_key(store.as_ref(), wrapped)?;
+        let config = Config {
+            version: CONFIG_VERSION,
+            vault_id: vault_id.to_owned(),
+            params,
+        };
+        let (key, bytes) = format::seal_meta(&dek, ObjectType::Config, &[0; 16], &config)?;
+        store.put(&key, &bytes)?;
+        Self::open(store, lock_path, dek)
     }
+
     /// Opens an existing repository with its unwrapped DEK.
     pub fn open(
-        _store: Arc<dyn ObjectStore>,
-        _lock_path: PathBuf,
-        _dek: DataKey,
+        store: Arc<dyn ObjectStore>,
+        lock_path: PathBuf,
+        dek: DataKey,
     ) -> Result<Self, EngineError> {
-        nyi()
+        let key = format::object_key(ObjectType::Config, &[0; 16]);
+        let bytes = store.get(&key)?;
+        let config: Config =
+            format::open_meta(&dek, ObjectType::Config, &key, &bytes).map_err(|e| match e {
+                EngineError::Damaged { ref reason, .. } if reason.contains("authentication") => {
+                    EngineError::WrongKey
+                }
+                other => other,
+            })?;
+        if config.version != CONFIG_VERSION {
+            return Err(EngineError::Damaged {
+                object: "config".into(),
+                reason: "unsupported config version".into(),
+            });
+        }
+        let p = &config.params;
+        let chunker = Chunker::new(&dek, p.chunk_min, p.chunk_avg, p.chunk_max);
+        let id_key = ChunkIdKey::derive(&dek);
+        Ok(Self {
+            inner: Arc::new(Inner {
+                store,
+                dek,
+                id_key,
+                chunker,
+                config,
+                lock_path,
+            }),
+        })
     }
+
+    /// The vault id recorded in the storage's config.
+    pub fn vault_id(&self) -> &str {
+        &self.inner.config.vault_id
+    }
+
     /// The wrapped-DEK records stored with the data (no secrets; readable without any key).
-    pub fn read_wrapped_keys(_store: &dyn ObjectStore) -> Result<Vec<WrappedKey>, EngineError> {
-        nyi()
+    pub fn read_wrapped_keys(store: &dyn ObjectStore) -> Result<Vec<WrappedKey>, EngineError> {
+        let mut out = Vec::new();
+        for meta in store.list("keys/")? {
+            let bytes = store.get(&meta.key)?;
+            out.push(
+                WrappedKey::from_json(&bytes).map_err(|e| EngineError::Damaged {
+                    object: meta.key.to_string(),
+                    reason: e.to_string(),
+                })?,
+            );
+        }
+        Ok(out)
     }
+
     /// Adds (or replaces, for the same KEK key id) a wrapped-DEK record next to the data.
-    pub fn write_wrapped_key(
-        _store: &dyn ObjectStore,
-        _rec: &WrappedKey,
-    ) -> Result<(), EngineError> {
-        nyi()
+    pub fn write_wrapped_key(store: &dyn ObjectStore, rec: &WrappedKey) -> Result<(), EngineError> {
+        store.put(&keys_object(&rec.kek.key_id), rec.to_json().as_bytes())?;
+        Ok(())
     }
+
     /// Removes the wrapped-DEK record made by the KEK with `kek_key_id`.
     pub fn remove_wrapped_key(
-        _store: &dyn ObjectStore,
-        _kek_key_id: &str,
+        store: &dyn ObjectStore,
+        kek_key_id: &str,
     ) -> Result<(), EngineError> {
-        nyi()
+        store.delete(&keys_object(kek_key_id))?;
+        Ok(())
     }
+
     /// Runs a backup; the recovery point is durable and listed when this returns Ok.
     pub fn backup(
         &self,
-        _req: BackupRequest,
-        _progress: &dyn Progress,
+        req: BackupRequest,
+        progress: &dyn Progress,
     ) -> Result<BackupOutcome, EngineError> {
-        nyi()
+        let _lock = lock::shared(&self.inner.lock_path)?;
+        backup::run(&self.inner, req, progress)
     }
+
     /// Restores a recovery point.
     pub fn restore(
         &self,
-        _req: RestoreRequest,
-        _progress: &dyn Progress,
+        req: RestoreRequest,
+        progress: &dyn Progress,
     ) -> Result<RestoreOutcome, EngineError> {
-        nyi()
+        let _lock = lock::shared(&self.inner.lock_path)?;
+        restore::run(&self.inner, req, progress)
     }
+
     /// All recovery points in storage, oldest first.
     pub fn list_recovery_points(&self) -> Result<Vec<RecoveryPointInfo>, EngineError> {
-        nyi()
+        let mut v: Vec<RecoveryPointInfo> = self
+            .inner
+            .load_manifests()?
+            .into_iter()
+            .filter_map(|(_, m)| m.ok())
+            .map(|m| m.info)
+            .collect();
+        v.sort_by(|a, b| (a.time, &a.id).cmp(&(b.time, &b.id)));
+        Ok(v)
     }
+
     /// Deletes a recovery point and reclaims the space no other recovery point uses.
-    pub fn delete_recovery_point(&self, _id: &str) -> Result<DeleteOutcome, EngineError> {
-        nyi()
+    pub fn delete_recovery_point(&self, id: &str) -> Result<DeleteOutcome, EngineError> {
+        let _lock = lock::exclusive(&self.inner.lock_path)?;
+        gc::delete_and_collect(&self.inner, id)
     }
+
     /// Verifies structure, and with `read_data` decrypts and verifies every stored chunk.
     pub fn check(
         &self,
-        _read_data: bool,
-        _progress: &dyn Progress,
+        read_data: bool,
+        progress: &dyn Progress,
     ) -> Result<CheckReport, EngineError> {
-        nyi()
+        let _lock = lock::shared(&self.inner.lock_path)?;
+        check::run(&self.inner, read_data, progress)
+    }
+}
+
+impl Inner {
+    /// Loads every index object. Damaged index objects are returned separately.
+    pub(crate) fn load_index(&self) -> Result<(Index, Vec<(ObjectKey, EngineError)>), EngineError> {
+        let mut index = Index::default();
+        let mut damaged = Vec::new();
+        for meta in self.store.list("index/")? {
+            let loaded = self
+                .store
+                .get(&meta.key)
+                .map_err(EngineError::from)
+                .and_then(|b| {
+                    format::open_meta::<Vec<pack::PackDirectory>>(
+                        &self.dek,
+                        ObjectType::Index,
+                        &meta.key,
+                        &b,
+                    )
+                });
+            match loaded {
+                Ok(dirs) => {
+                    for d in &dirs {
+                        index.add_pack(d);
+                    }
+                    index.sources.push(meta.key);
+                }
+                Err(e) => damaged.push((meta.key, e)),
+            }
+        }
+        Ok((index, damaged))
+    }
+
+    /// Loads every recovery-point manifest (each may individually be damaged).
+    pub(crate) fn load_manifests(&self) -> Result<Vec<LoadedManifest>, EngineError> {
+        let mut out = Vec::new();
+        for meta in self.store.list("points/")? {
+            let m = self
+                .store
+                .get(&meta.key)
+                .map_err(EngineError::from)
+                .and_then(|b| {
+                    format::open_meta::<Manifest>(&self.dek, ObjectType::Manifest, &meta.key, &b)
+                });
+            out.push((meta.key, m));
+        }
+        Ok(out)
+    }
+
+    /// Loads one manifest by recovery point id.
+    pub(crate) fn manifest(&self, id: &str) -> Result<Manifest, EngineError> {
+        let mut oid = [0u8; 16];
+        if hex::decode_to_slice(id, &mut oid).is_err() || id.len() != 32 || id.to_lowercase() != id
+        {
+            return Err(EngineError::RecoveryPointNotFound(id.to_owned()));
+        }
+        let key = format::object_key(ObjectType::Manifest, &oid);
+        let bytes = self.store.get(&key).map_err(|e| match e {
+            StoreError::NotFound(_) => EngineError::RecoveryPointNotFound(id.to_owned()),
+            other => other.into(),
+        })?;
+        format::open_meta(&self.dek, ObjectType::Manifest, &key, &bytes)
+    }
+
+    /// Reads and verifies one chunk.
+    pub(crate) fn read_chunk(
+        &self,
+        index: &Index,
+        id: &coffer_crypto::ChunkId,
+    ) -> Result<Vec<u8>, EngineError> {
+        let loc = index.get(id).ok_or_else(|| EngineError::Damaged {
+            object: format!("chunk {}", &id.to_hex()[..16]),
+            reason: "missing from the index".into(),
+        })?;
+        let (pack_id, entry) = index.entry(id, loc);
+        pack::read_blob(
+            self.store.as_ref(),
+            &self.dek,
+            &self.id_key,
+            &pack_id,
+            loc.kind(),
+            &entry,
+        )
+    }
+
+    /// Reads and decodes a tree.
+    pub(crate) fn read_tree(
+        &self,
+        index: &Index,
+        id: &coffer_crypto::ChunkId,
+    ) -> Result<Tree, EngineError> {
+        let bytes = self.read_chunk(index, id)?;
+        let tree: Tree = postcard::from_bytes(&bytes).map_err(|e| EngineError::Damaged {
+            object: format!("tree {}", &id.to_hex()[..16]),
+            reason: format!("undecodable: {e}"),
+        })?;
+        tree.validate().map_err(|reason| EngineError::Damaged {
+            object: format!("tree {}", &id.to_hex()[..16]),
+            reason,
+        })?;
+        Ok(tree)
     }
 }

@@ -1,0 +1,488 @@
+//! Restore: recovery point → directory, file or writer.
+//!
+//! Safety rules: names come from validated trees (no `/`, `.`, `..`, NUL, or
+//! duplicates), so paths never leave the target; files are written to a fresh
+//! temporary name (`O_EXCL`, so never through a planted symlink) and renamed into
+//! place; an existing symlink or file where a directory must go is replaced only
+//! with `Overwrite`; with `FailIfExists` every destination is checked before
+//! anything is written. Every chunk is authenticated and its keyed hash verified
+//! before its bytes are written; files whose data is damaged are left out and
+//! reported, the rest are restored.
+
+use std::{
+    ffi::OsStr,
+    fs::{self, File, OpenOptions, Permissions},
+    io::{self, Seek, SeekFrom, Write},
+    os::unix::{ffi::OsStrExt, fs::PermissionsExt},
+    path::{Path, PathBuf},
+    sync::Mutex,
+    thread,
+};
+
+use coffer_crypto::ChunkId;
+use crossbeam_channel::bounded;
+use filetime::FileTime;
+
+use crate::{
+    EngineError, Progress, RestoreOutcome, RestoreRequest, RestoreTarget,
+    index::Index,
+    repo::Inner,
+    tree::{Node, NodeKind, Tree},
+};
+
+pub(crate) fn run(
+    inner: &Inner,
+    req: RestoreRequest,
+    progress: &dyn Progress,
+) -> Result<RestoreOutcome, EngineError> {
+    let manifest = inner.manifest(&req.recovery_point)?;
+    let (index, _) = inner.load_index()?;
+    let root = inner.read_tree(&index, &manifest.root)?;
+    if manifest.is_stream() {
+        let node = root.nodes.first().ok_or_else(|| EngineError::Damaged {
+            object: format!("recovery point {}", manifest.info.id),
+            reason: "stream recovery point has no content".into(),
+        })?;
+        let NodeKind::File { content } = &node.kind else {
+            return Err(EngineError::Internal("stream node is not a file".into()));
+        };
+        progress.set_total(Some(node.size), Some(1));
+        return restore_stream(
+            inner,
+            &index,
+            content,
+            node.size,
+            req.target,
+            req.overwrite,
+            progress,
+        );
+    }
+    let RestoreTarget::Directory(target) = req.target else {
+        return Err(EngineError::Target {
+            path: PathBuf::from("-"),
+            source: io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a directory recovery point restores into a directory",
+            ),
+        });
+    };
+    // Resolve --path.
+    let mut plan = Plan::default();
+    match req
+        .subpath
+        .as_deref()
+        .map(|p| p.trim_matches('/'))
+        .filter(|p| !p.is_empty())
+    {
+        None => plan.add_tree(inner, &index, &root, Path::new(""))?,
+        Some(sub) => {
+            let mut tree = root;
+            let parts: Vec<&str> = sub.split('/').filter(|p| !p.is_empty()).collect();
+            for (i, part) in parts.iter().enumerate() {
+                let node = tree
+                    .nodes
+                    .iter()
+                    .find(|n| n.name == part.as_bytes())
+                    .cloned()
+                    .ok_or_else(|| EngineError::PathNotFound(sub.to_owned()))?;
+                let last = i + 1 == parts.len();
+                match (&node.kind, last) {
+                    (NodeKind::Dir { tree: t }, false) => tree = inner.read_tree(&index, t)?,
+                    (NodeKind::Dir { tree: t }, true) => {
+                        let t = inner.read_tree(&index, t)?;
+                        plan.add_tree(inner, &index, &t, Path::new(""))?;
+                    }
+                    (_, true) => plan.add_node(inner, &index, node, Path::new(""))?,
+                    (_, false) => return Err(EngineError::PathNotFound(sub.to_owned())),
+                }
+            }
+        }
+    }
+    fs::create_dir_all(&target).map_err(|e| EngineError::Target {
+        path: target.clone(),
+        source: e,
+    })?;
+    if !fs::metadata(&target).map(|m| m.is_dir()).unwrap_or(false) {
+        return Err(EngineError::Target {
+            path: target,
+            source: io::Error::new(io::ErrorKind::NotADirectory, "not a directory"),
+        });
+    }
+    if !req.overwrite {
+        plan.check_free(&target)?;
+    }
+    let total: u64 = plan.items.iter().map(|(_, n)| n.size).sum();
+    let files = plan
+        .items
+        .iter()
+        .filter(|(_, n)| matches!(n.kind, NodeKind::File { .. }))
+        .count() as u64;
+    progress.set_total(Some(total), Some(files));
+    plan.execute(inner, &index, &target, progress)
+}
+
+/// Everything to restore, parents before children.
+#[derive(Default)]
+struct Plan {
+    items: Vec<(PathBuf, Node)>,
+}
+
+impl Plan {
+    fn add_tree(
+        &mut self,
+        inner: &Inner,
+        index: &Index,
+        tree: &Tree,
+        rel: &Path,
+    ) -> Result<(), EngineError> {
+        for node in &tree.nodes {
+            self.add_node(inner, index, node.clone(), rel)?;
+        }
+        Ok(())
+    }
+
+    fn add_node(
+        &mut self,
+        inner: &Inner,
+        index: &Index,
+        node: Node,
+        rel: &Path,
+    ) -> Result<(), EngineError> {
+        let path = rel.join(OsStr::from_bytes(&node.name));
+        let sub = match &node.kind {
+            NodeKind::Dir { tree } => Some(inner.read_tree(index, tree)?),
+            _ => None,
+        };
+        self.items.push((path.clone(), node));
+        if let Some(t) = sub {
+            self.add_tree(inner, index, &t, &path)?;
+        }
+        Ok(())
+    }
+
+    /// FailIfExists: refuse before writing anything if any file or link exists, or a
+    /// non-directory sits where a directory goes.
+    fn check_free(&self, target: &Path) -> Result<(), EngineError> {
+        for (rel, node) in &self.items {
+            let p = target.join(rel);
+            if let Ok(m) = fs::symlink_metadata(&p) {
+                let ok = matches!(node.kind, NodeKind::Dir { .. }) && m.is_dir();
+                if !ok {
+                    return Err(EngineError::TargetExists(p));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn execute(
+        self,
+        inner: &Inner,
+        index: &Index,
+        target: &Path,
+        progress: &dyn Progress,
+    ) -> Result<RestoreOutcome, EngineError> {
+        let terr = |p: &Path, e: io::Error| EngineError::Target {
+            path: p.to_owned(),
+            source: e,
+        };
+        // 1. Directories, in order (parents first).
+        for (rel, node) in &self.items {
+            if let NodeKind::Dir { .. } = node.kind {
+                let p = target.join(rel);
+                match fs::symlink_metadata(&p) {
+                    Ok(m) if m.is_dir() => {}
+                    Ok(_) => {
+                        fs::remove_file(&p).map_err(|e| terr(&p, e))?;
+                        fs::create_dir(&p).map_err(|e| terr(&p, e))?;
+                    }
+                    Err(_) => fs::create_dir(&p).map_err(|e| terr(&p, e))?,
+                }
+                // Owner needs write access while restoring; final mode is set at the end.
+                fs::set_permissions(&p, Permissions::from_mode(0o700)).map_err(|e| terr(&p, e))?;
+            }
+        }
+        // 2. Files, in parallel; 3. symlinks.
+        let outcome = Mutex::new(RestoreOutcome::default());
+        let damaged = Mutex::new(Vec::<String>::new());
+        let fatal = Mutex::new(None::<EngineError>);
+        let n = thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+            .clamp(1, 8);
+        let (tx, rx) = bounded::<&(PathBuf, Node)>(n * 4);
+        thread::scope(|s| {
+            for _ in 0..n {
+                let rx = rx.clone();
+                let (outcome, damaged, fatal) = (&outcome, &damaged, &fatal);
+                s.spawn(move || {
+                    for (rel, node) in rx {
+                        let NodeKind::File { content } = &node.kind else {
+                            continue;
+                        };
+                        let p = target.join(rel);
+                        match restore_file(inner, index, &p, node, content, progress) {
+                            Ok(bytes) => {
+                                let mut o = outcome.lock().expect("not poisoned");
+                                o.files += 1;
+                                o.bytes += bytes;
+                            }
+                            Err(FileError::Damaged) => damaged
+                                .lock()
+                                .expect("not poisoned")
+                                .push(rel.display().to_string()),
+                            Err(FileError::Fatal(e)) => {
+                                fatal.lock().expect("not poisoned").get_or_insert(e);
+                            }
+                        }
+                    }
+                });
+            }
+            drop(rx);
+            for item in &self.items {
+                if matches!(item.1.kind, NodeKind::File { .. }) && tx.send(item).is_err() {
+                    break;
+                }
+            }
+            drop(tx);
+        });
+        if let Some(e) = fatal.into_inner().expect("not poisoned") {
+            return Err(e);
+        }
+        for (rel, node) in &self.items {
+            if let NodeKind::Symlink { target: t } = &node.kind {
+                let p = target.join(rel);
+                if fs::symlink_metadata(&p).is_ok() {
+                    remove_any(&p).map_err(|e| terr(&p, e))?;
+                }
+                std::os::unix::fs::symlink(OsStr::from_bytes(t), &p).map_err(|e| terr(&p, e))?;
+                let mt = filetime_of(node.mtime_ns);
+                filetime::set_symlink_file_times(&p, mt, mt).map_err(|e| terr(&p, e))?;
+            }
+        }
+        // 4. Directory modes and times, children before parents.
+        for (rel, node) in self.items.iter().rev() {
+            if let NodeKind::Dir { .. } = node.kind {
+                let p = target.join(rel);
+                fs::set_permissions(&p, Permissions::from_mode(node.mode & 0o7777))
+                    .map_err(|e| terr(&p, e))?;
+                let mt = filetime_of(node.mtime_ns);
+                filetime::set_file_times(&p, mt, mt).map_err(|e| terr(&p, e))?;
+            }
+        }
+        let mut out = outcome.into_inner().expect("not poisoned");
+        let mut damaged = damaged.into_inner().expect("not poisoned");
+        if !damaged.is_empty() {
+            damaged.sort();
+            return Err(EngineError::RestoreIncomplete(damaged));
+        }
+        out.warnings.clear();
+        Ok(out)
+    }
+}
+
+fn remove_any(p: &Path) -> io::Result<()> {
+    match fs::symlink_metadata(p) {
+        Ok(m) if m.is_dir() => fs::remove_dir_all(p),
+        Ok(_) => fs::remove_file(p),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+fn filetime_of(ns: i64) -> FileTime {
+    FileTime::from_unix_time(
+        ns.div_euclid(1_000_000_000),
+        ns.rem_euclid(1_000_000_000) as u32,
+    )
+}
+
+enum FileError {
+    Damaged,
+    Fatal(EngineError),
+}
+
+/// A temporary name next to `p`, unique and hidden.
+fn temp_path(p: &Path) -> Result<PathBuf, EngineError> {
+    let r: [u8; 8] =
+        coffer_crypto::random_array().map_err(|e| EngineError::Internal(e.to_string()))?;
+    let mut name = std::ffi::OsString::from(".coffer-restore-");
+    name.push(hex::encode(r));
+    Ok(p.with_file_name(name))
+}
+
+/// Writes chunks into `f`, leaving holes for all-zero chunks. Returns bytes written.
+fn write_chunks(
+    inner: &Inner,
+    index: &Index,
+    f: &mut File,
+    content: &[ChunkId],
+    progress: &dyn Progress,
+) -> Result<u64, Result<EngineError, EngineError>> {
+    let mut pos = 0u64;
+    for id in content {
+        // Err(Ok(e)) = damaged data, Err(Err(e)) = local I/O failure.
+        let data = inner.read_chunk(index, id).map_err(|e| match e {
+            EngineError::Store(coffer_store::StoreError::Io { .. }) => Err(e),
+            other => Ok(other),
+        })?;
+        if data.iter().all(|&b| b == 0) {
+            f.seek(SeekFrom::Current(data.len() as i64))
+                .map_err(|e| Err(io_target(e)))?;
+        } else {
+            f.write_all(&data).map_err(|e| Err(io_target(e)))?;
+        }
+        pos += data.len() as u64;
+        progress.advance(data.len() as u64, 0);
+    }
+    f.set_len(pos).map_err(|e| Err(io_target(e)))?;
+    Ok(pos)
+}
+
+fn io_target(e: io::Error) -> EngineError {
+    EngineError::Target {
+        path: PathBuf::new(),
+        source: e,
+    }
+}
+
+fn restore_file(
+    inner: &Inner,
+    index: &Index,
+    p: &Path,
+    node: &Node,
+    content: &[ChunkId],
+    progress: &dyn Progress,
+) -> Result<u64, FileError> {
+    let fatal = |e: io::Error| {
+        FileError::Fatal(EngineError::Target {
+            path: p.to_owned(),
+            source: e,
+        })
+    };
+    let tmp = temp_path(p).map_err(FileError::Fatal)?;
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode_0600()
+        .open(&tmp)
+        .map_err(fatal)?;
+    let written = match write_chunks(inner, index, &mut f, content, progress) {
+        Ok(n) => n,
+        Err(e) => {
+            drop(f);
+            let _ = fs::remove_file(&tmp);
+            return Err(match e {
+                Ok(_) => FileError::Damaged,
+                Err(e) => FileError::Fatal(e),
+            });
+        }
+    };
+    let finish = (|| {
+        f.set_permissions(Permissions::from_mode(node.mode & 0o7777))?;
+        let mt = filetime_of(node.mtime_ns);
+        filetime::set_file_handle_times(&f, Some(mt), Some(mt))?;
+        drop(f);
+        if let Ok(m) = fs::symlink_metadata(p)
+            && m.is_dir()
+        {
+            fs::remove_dir_all(p)?;
+        }
+        fs::rename(&tmp, p)
+    })();
+    if let Err(e) = finish {
+        let _ = fs::remove_file(&tmp);
+        return Err(fatal(e));
+    }
+    progress.advance(0, 1);
+    Ok(written)
+}
+
+trait Mode0600 {
+    fn mode_0600(&mut self) -> &mut Self;
+}
+
+impl Mode0600 for OpenOptions {
+    fn mode_0600(&mut self) -> &mut Self {
+        std::os::unix::fs::OpenOptionsExt::mode(self, 0o600)
+    }
+}
+
+fn restore_stream(
+    inner: &Inner,
+    index: &Index,
+    content: &[ChunkId],
+    size: u64,
+    target: RestoreTarget,
+    overwrite: bool,
+    progress: &dyn Progress,
+) -> Result<RestoreOutcome, EngineError> {
+    match target {
+        RestoreTarget::Writer(mut w) => {
+            let mut bytes = 0u64;
+            for id in content {
+                let data = inner.read_chunk(index, id).map_err(|e| match e {
+                    EngineError::Damaged { .. } => {
+                        EngineError::RestoreIncomplete(vec!["<stream>".into()])
+                    }
+                    other => other,
+                })?;
+                w.write_all(&data).map_err(|e| EngineError::Target {
+                    path: PathBuf::from("-"),
+                    source: e,
+                })?;
+                bytes += data.len() as u64;
+                progress.advance(data.len() as u64, 0);
+            }
+            w.flush().map_err(|e| EngineError::Target {
+                path: PathBuf::from("-"),
+                source: e,
+            })?;
+            Ok(RestoreOutcome {
+                files: 1,
+                bytes,
+                warnings: Vec::new(),
+            })
+        }
+        RestoreTarget::File(p) | RestoreTarget::Directory(p) => {
+            if let Ok(m) = fs::symlink_metadata(&p)
+                && (!overwrite || m.is_dir())
+            {
+                return Err(EngineError::TargetExists(p));
+            }
+            if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
+                fs::create_dir_all(dir).map_err(|e| EngineError::Target {
+                    path: dir.to_owned(),
+                    source: e,
+                })?;
+            }
+            let node = Node {
+                name: Vec::new(),
+                kind: NodeKind::File {
+                    content: content.to_vec(),
+                },
+                mode: 0o600,
+                mtime_ns: 0,
+                ctime_ns: 0,
+                uid: 0,
+                gid: 0,
+                size,
+                inode: 0,
+                dev: 0,
+            };
+            let mut node = node;
+            node.mtime_ns = filetime::FileTime::now().unix_seconds() * 1_000_000_000;
+            match restore_file(inner, index, &p, &node, content, progress) {
+                Ok(bytes) => Ok(RestoreOutcome {
+                    files: 1,
+                    bytes,
+                    warnings: Vec::new(),
+                }),
+                Err(FileError::Damaged) => {
+                    Err(EngineError::RestoreIncomplete(vec!["<stream>".into()]))
+                }
+                Err(FileError::Fatal(e)) => Err(e),
+            }
+        }
+    }
+}

@@ -1,0 +1,238 @@
+//! Engine-level tests: round trips, dedup, deletion and space reclamation, damage.
+
+use std::{
+    fs,
+    os::unix::fs::{PermissionsExt, symlink},
+    path::Path,
+    sync::Arc,
+};
+
+use coffer_crypto::{DataKey, PlatformKey, SecretKey, WrappedKey};
+use coffer_engine::*;
+use coffer_store::{LocalStore, ObjectStore};
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    repo: Repository,
+    store: Arc<LocalStore>,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(LocalStore::open(dir.path().join("store")).unwrap());
+    let dek = DataKey::generate().unwrap();
+    let pmk = PlatformKey::new("pmk/1".into(), &SecretKey::generate().unwrap());
+    let wrapped = WrappedKey::seal(&pmk, &dek, "vault-1", "now".into()).unwrap();
+    let repo = Repository::create(
+        store.clone(),
+        dir.path().join("lock"),
+        "vault-1",
+        dek,
+        &wrapped,
+        RepoParams::default(),
+    )
+    .unwrap();
+    Fixture { dir, repo, store }
+}
+
+fn pseudo_random(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut v = Vec::with_capacity(n + 8);
+    while v.len() < n {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.extend_from_slice(&x.to_le_bytes());
+    }
+    v.truncate(n);
+    v
+}
+
+fn backup(f: &Fixture, src: &Path) -> RecoveryPointInfo {
+    f.repo
+        .backup(
+            BackupRequest {
+                instance_id: "bi".into(),
+                source: BackupSource::Directory(src.to_owned()),
+                time: 1_700_000_000,
+            },
+            &NoProgress,
+        )
+        .unwrap()
+        .recovery_point
+}
+
+fn restore(f: &Fixture, rp: &str, target: &Path) -> Result<RestoreOutcome, EngineError> {
+    f.repo.restore(
+        RestoreRequest {
+            recovery_point: rp.into(),
+            target: RestoreTarget::Directory(target.to_owned()),
+            subpath: None,
+            overwrite: false,
+        },
+        &NoProgress,
+    )
+}
+
+/// Compares two trees: names, types, content, modes, mtimes, symlink targets.
+fn assert_same_tree(a: &Path, b: &Path) {
+    let mut ea: Vec<_> = fs::read_dir(a)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    let mut eb: Vec<_> = fs::read_dir(b)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    ea.sort();
+    eb.sort();
+    assert_eq!(ea, eb, "entries of {}", a.display());
+    for name in ea {
+        let (pa, pb) = (a.join(&name), b.join(&name));
+        let (ma, mb) = (
+            fs::symlink_metadata(&pa).unwrap(),
+            fs::symlink_metadata(&pb).unwrap(),
+        );
+        assert_eq!(ma.file_type(), mb.file_type(), "{}", pa.display());
+        if ma.file_type().is_symlink() {
+            assert_eq!(fs::read_link(&pa).unwrap(), fs::read_link(&pb).unwrap());
+            continue;
+        }
+        assert_eq!(
+            ma.permissions().mode() & 0o7777,
+            mb.permissions().mode() & 0o7777,
+            "{}",
+            pa.display()
+        );
+        assert_eq!(
+            ma.modified().unwrap(),
+            mb.modified().unwrap(),
+            "mtime of {}",
+            pa.display()
+        );
+        if ma.is_dir() {
+            assert_same_tree(&pa, &pb);
+        } else {
+            assert!(
+                fs::read(&pa).unwrap() == fs::read(&pb).unwrap(),
+                "content of {}",
+                pa.display()
+            );
+        }
+    }
+}
+
+#[test]
+fn directory_round_trip_dedup_and_delete() {
+    let f = fixture();
+    let src = f.dir.path().join("src");
+    fs::create_dir_all(src.join("a/b/c")).unwrap();
+    fs::write(src.join("empty"), b"").unwrap();
+    fs::write(src.join("a/text.txt"), b"hello world\n".repeat(5000)).unwrap();
+    fs::write(src.join("a/b/random.bin"), pseudo_random(3 << 20, 7)).unwrap();
+    fs::write(src.join("a/b/c/unicode ü 名前\nnewline"), b"x").unwrap();
+    fs::set_permissions(src.join("a/text.txt"), fs::Permissions::from_mode(0o640)).unwrap();
+    symlink("../text.txt", src.join("a/b/link")).unwrap();
+    symlink("/nonexistent/target", src.join("dangling")).unwrap();
+
+    let rp1 = backup(&f, &src);
+    assert_eq!(rp1.file_count, 4);
+    let out = f.dir.path().join("out1");
+    restore(&f, &rp1.id, &out).unwrap();
+    assert_same_tree(&src, &out);
+
+    // Unchanged second backup adds almost nothing.
+    let rp2 = backup(&f, &src);
+    assert!(rp2.added_bytes < 4096, "added {}", rp2.added_bytes);
+
+    // FailIfExists refuses; Overwrite works.
+    assert!(matches!(
+        restore(&f, &rp1.id, &out),
+        Err(EngineError::TargetExists(_))
+    ));
+
+    // Delete both: storage shrinks back to (almost) nothing.
+    let before: u64 = f.store.list("data/").unwrap().iter().map(|m| m.size).sum();
+    f.repo.delete_recovery_point(&rp1.id).unwrap();
+    assert!(f.repo.check(true, &NoProgress).unwrap().is_clean());
+    restore(&f, &rp2.id, &f.dir.path().join("out2")).unwrap();
+    f.repo.delete_recovery_point(&rp2.id).unwrap();
+    let after: u64 = f.store.list("data/").unwrap().iter().map(|m| m.size).sum();
+    assert!(
+        before > 3 << 20 && after == 0,
+        "before {before} after {after}"
+    );
+    assert!(f.repo.list_recovery_points().unwrap().is_empty());
+}
+
+#[test]
+fn stream_round_trip() {
+    let f = fixture();
+    let data = pseudo_random(5 << 20, 3);
+    let rp = f
+        .repo
+        .backup(
+            BackupRequest {
+                instance_id: "db".into(),
+                source: BackupSource::Stream(Box::new(std::io::Cursor::new(data.clone()))),
+                time: 5,
+            },
+            &NoProgress,
+        )
+        .unwrap()
+        .recovery_point;
+    assert_eq!(rp.logical_bytes, data.len() as u64);
+    let out = f.dir.path().join("dump.sql");
+    f.repo
+        .restore(
+            RestoreRequest {
+                recovery_point: rp.id.clone(),
+                target: RestoreTarget::File(out.clone()),
+                subpath: None,
+                overwrite: false,
+            },
+            &NoProgress,
+        )
+        .unwrap();
+    assert!(fs::read(&out).unwrap() == data);
+}
+
+#[test]
+fn damage_is_reported_and_only_affected_files_fail() {
+    let f = fixture();
+    let src = f.dir.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    // Big enough for several packs.
+    for i in 0..6 {
+        fs::write(src.join(format!("f{i}")), pseudo_random(6 << 20, i + 1)).unwrap();
+    }
+    let rp = backup(&f, &src);
+    assert!(f.repo.check(true, &NoProgress).unwrap().is_clean());
+    let packs = f.store.list("data/").unwrap();
+    assert!(packs.len() >= 2);
+    // Flip one byte in the middle of the first pack.
+    let victim = f.store.root().join(packs[0].key.as_str());
+    let mut bytes = fs::read(&victim).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    fs::write(&victim, bytes).unwrap();
+
+    let report = f.repo.check(true, &NoProgress).unwrap();
+    assert!(!report.is_clean());
+    assert_eq!(report.damaged_recovery_points.len(), 1);
+    let bad = &report.damaged_recovery_points[0].files;
+    assert!(!bad.is_empty() && bad.len() < 6, "{bad:?}");
+    match restore(&f, &rp.id, &f.dir.path().join("out")) {
+        Err(EngineError::RestoreIncomplete(files)) => assert_eq!(&files, bad),
+        other => panic!("expected RestoreIncomplete, got {other:?}"),
+    }
+    for i in 0..6 {
+        let name = format!("f{i}");
+        let restored = f.dir.path().join("out").join(&name);
+        if bad.contains(&name) {
+            assert!(!restored.exists());
+        } else {
+            assert!(fs::read(&restored).unwrap() == fs::read(src.join(&name)).unwrap());
+        }
+    }
+}
