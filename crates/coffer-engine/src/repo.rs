@@ -81,13 +81,9 @@ impl Repository {
     ) -> Result<Self, EngineError> {
         let key = format::object_key(ObjectType::Config, &[0; 16]);
         let bytes = store.get(&key)?;
-        let config: Config =
-            format::open_meta(&dek, ObjectType::Config, &key, &bytes).map_err(|e| match e {
-                EngineError::Damaged { ref reason, .. } if reason.contains("authentication") => {
-                    EngineError::WrongKey
-                }
-                other => other,
-            })?;
+        // The caller's DEK was itself authenticated when it was unwrapped (bound to the
+        // vault id), so a config that fails authentication is damage, not a wrong key.
+        let config: Config = format::open_meta(&dek, ObjectType::Config, &key, &bytes)?;
         if config.version != CONFIG_VERSION {
             return Err(EngineError::Damaged {
                 object: "config".into(),
@@ -144,6 +140,34 @@ impl Repository {
         Ok(())
     }
 
+    /// Verifies the wrapped-DEK records stored with the data against the records the
+    /// caller trusts (its catalog): every stored record must parse, name this vault,
+    /// and equal a trusted one; every trusted record must be stored. Returns the
+    /// damaged or missing objects (empty when all is well).
+    pub fn verify_wrapped_keys(&self, trusted: &[WrappedKey]) -> Result<Vec<String>, EngineError> {
+        let store = self.inner.store.as_ref();
+        let mut damaged = Vec::new();
+        let mut seen = Vec::new();
+        for meta in store.list("keys/")? {
+            let ok = store
+                .get(&meta.key)
+                .ok()
+                .and_then(|b| WrappedKey::from_json(&b).ok())
+                .filter(|r| r.vault_id == self.inner.config.vault_id && trusted.contains(r));
+            match ok {
+                Some(r) => seen.push(r.kek.key_id),
+                None => damaged.push(format!(
+                    "{} (wrapped key record does not match the catalog)",
+                    meta.key
+                )),
+            }
+        }
+        for t in trusted.iter().filter(|t| !seen.contains(&t.kek.key_id)) {
+            damaged.push(format!("{} (missing)", keys_object(&t.kek.key_id)));
+        }
+        Ok(damaged)
+    }
+
     /// Runs a backup; the recovery point is durable and listed when this returns Ok.
     pub fn backup(
         &self,
@@ -195,7 +219,9 @@ impl Repository {
 }
 
 impl Inner {
-    /// Loads every index object. Damaged index objects are returned separately.
+    /// Loads every index object. Damaged index objects are returned separately; when
+    /// there are any, the packs no readable index covers are indexed from their own
+    /// (authenticated) trailers, so a damaged index object loses nothing.
     pub(crate) fn load_index(&self) -> Result<(Index, Vec<(ObjectKey, EngineError)>), EngineError> {
         let mut index = Index::default();
         let mut damaged = Vec::new();
@@ -220,6 +246,26 @@ impl Inner {
                     index.sources.push(meta.key);
                 }
                 Err(e) => damaged.push((meta.key, e)),
+            }
+        }
+        if !damaged.is_empty() {
+            let known: std::collections::HashSet<format::ObjectId> =
+                index.pack_ids().iter().copied().collect();
+            for meta in self.store.list("data/")? {
+                let Some(id) = format::id_from_key(&meta.key) else {
+                    continue;
+                };
+                if known.contains(&id) {
+                    continue;
+                }
+                let dir = self
+                    .store
+                    .get(&meta.key)
+                    .map_err(EngineError::from)
+                    .and_then(|b| pack::read_directory(&self.dek, &meta.key, &b));
+                if let Ok(dir) = dir {
+                    index.add_pack(&dir);
+                }
             }
         }
         Ok((index, damaged))

@@ -8,7 +8,7 @@
 
 mod local;
 
-pub use local::LocalStore;
+pub use local::{CRASH_AFTER_WRITES_ENV, LocalStore};
 
 use std::fmt;
 

@@ -16,10 +16,17 @@ use crate::{ObjectKey, ObjectMeta, ObjectStore, StoreError};
 
 const TMP_DIR: &str = "tmp";
 
+/// Environment variable of the crash-injection hook used by the crash tests: when
+/// set to N, the process aborts (no destructors, no buffered I/O flushed, exactly
+/// like `kill -9`) right after its N-th completed `put` or `delete`.
+pub const CRASH_AFTER_WRITES_ENV: &str = "COFFER_TEST_CRASH_AFTER_WRITES";
+
 /// A durable object store in a local directory.
 #[derive(Debug)]
 pub struct LocalStore {
     root: PathBuf,
+    crash_after: Option<u64>,
+    writes: std::sync::atomic::AtomicU64,
 }
 
 impl LocalStore {
@@ -42,7 +49,27 @@ impl LocalStore {
                 }
             }
         }
-        Ok(Self { root })
+        let crash_after = std::env::var(CRASH_AFTER_WRITES_ENV)
+            .ok()
+            .and_then(|v| v.parse().ok());
+        Ok(Self {
+            root,
+            crash_after,
+            writes: std::sync::atomic::AtomicU64::new(0),
+        })
+    }
+
+    /// Counts a completed mutation; aborts the process at the injected crash point.
+    fn wrote(&self) {
+        if let Some(limit) = self.crash_after {
+            let n = self
+                .writes
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+                + 1;
+            if n >= limit {
+                std::process::abort();
+            }
+        }
     }
 
     /// The root directory.
@@ -99,7 +126,9 @@ impl ObjectStore for LocalStore {
         if result.is_err() {
             let _ = fs::remove_file(&tmp);
         }
-        result.map_err(|e| StoreError::io(key.to_string(), e))
+        result.map_err(|e| StoreError::io(key.to_string(), e))?;
+        self.wrote();
+        Ok(())
     }
 
     fn get(&self, key: &ObjectKey) -> Result<Vec<u8>, StoreError> {
@@ -145,8 +174,12 @@ impl ObjectStore for LocalStore {
     fn delete(&self, key: &ObjectKey) -> Result<(), StoreError> {
         let path = self.path(key);
         match fs::remove_file(&path) {
-            Ok(()) => sync_dir(path.parent().expect("object has parent"))
-                .map_err(|e| StoreError::io(key.to_string(), e)),
+            Ok(()) => {
+                sync_dir(path.parent().expect("object has parent"))
+                    .map_err(|e| StoreError::io(key.to_string(), e))?;
+                self.wrote();
+                Ok(())
+            }
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
             Err(e) => Err(StoreError::io(key.to_string(), e)),
         }
