@@ -138,11 +138,12 @@ impl WrappedKey {
 }
 
 /// The instance's platform-managed key: a random AES-256 key, sealed at rest under
-/// the instance master key, that wraps DEKs with AES-256-GCM (random 96-bit nonce,
-/// associated data = label ‖ key id ‖ vault id).
+/// the instance master key, that wraps DEKs with AES-256-GCM under a per-wrap subkey
+/// HKDF(PMK, `coffer/v1/pmk-wrap`, salt = random 128 bits) and a random 96-bit nonce;
+/// associated data = label ‖ key id ‖ vault id. Output: salt ‖ nonce ‖ ciphertext ‖ tag.
 pub struct PlatformKey {
     key_id: String,
-    aead: AeadKey,
+    key: SecretKey,
 }
 
 impl std::fmt::Debug for PlatformKey {
@@ -159,10 +160,9 @@ pub const PMK_ALGORITHM: &str = "A256GCM-COFFER";
 impl PlatformKey {
     /// A platform key with identifier `key_id` (e.g. `coffer:pmk:{instance}/{version}`).
     pub fn new(key_id: String, key: &SecretKey) -> Self {
-        let wrap_key = kdf::derive(key, labels::PMK_WRAP, key_id.as_bytes());
         Self {
             key_id,
-            aead: AeadKey::new(&wrap_key),
+            key: key.clone(),
         }
     }
 
@@ -188,13 +188,20 @@ impl KeyWrapper for PlatformKey {
     }
 
     fn wrap(&self, dek: &DataKey, context: &[u8]) -> Result<Vec<u8>, WrapError> {
-        Ok(self
-            .aead
-            .seal_random(&self.aad(context), dek.secret().expose())?)
+        let salt: [u8; 16] = crate::random_array()?;
+        let aead = AeadKey::new(&kdf::derive(&self.key, labels::PMK_WRAP, &salt));
+        let mut out = salt.to_vec();
+        out.extend_from_slice(&aead.seal_random(&self.aad(context), dek.secret().expose())?);
+        Ok(out)
     }
 
     fn unwrap(&self, wrapped: &[u8], context: &[u8]) -> Result<DataKey, WrapError> {
-        let plain = zeroize::Zeroizing::new(self.aead.open_random(&self.aad(context), wrapped)?);
+        if wrapped.len() < 16 {
+            return Err(CryptoError::Malformed("wrapped key").into());
+        }
+        let (salt, sealed) = wrapped.split_at(16);
+        let aead = AeadKey::new(&kdf::derive(&self.key, labels::PMK_WRAP, salt));
+        let plain = zeroize::Zeroizing::new(aead.open_random(&self.aad(context), sealed)?);
         Ok(DataKey::from_secret(SecretKey::from_slice(&plain)?))
     }
 }
