@@ -538,6 +538,18 @@ impl Catalog {
         Ok(())
     }
 
+    /// Ids of all recovery point rows of a vault.
+    pub fn vault_recovery_point_ids(&self, vault_guid: &str) -> Result<Vec<String>> {
+        let mut st = self.conn.prepare(
+            "SELECT rp.id FROM recovery_points rp JOIN backup_instances bi \
+             ON rp.instance_guid = bi.guid WHERE bi.vault_guid = ?1 ORDER BY rp.id",
+        )?;
+        let rows = st
+            .query_map([vault_guid], |r| r.get::<_, String>(0))?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
     /// Recovery points of a backup instance, oldest first.
     pub fn recovery_points(&self, instance_guid: &str) -> Result<Vec<RecoveryPointRow>> {
         let mut st = self.conn.prepare(&format!(
@@ -575,12 +587,15 @@ impl Catalog {
 
     /// Makes the recovery point rows of a vault match `in_storage` (storage is the
     /// source of truth): inserts or updates every listed point whose backup instance
-    /// is known, and deletes rows of points that are no longer listed. Points whose
-    /// instance is unknown to the catalog are ignored. Returns (upserted, removed).
+    /// is known, and deletes rows of points that are no longer listed, except those
+    /// in `keep` (points still present in storage but unreadable, e.g. damaged).
+    /// Points whose instance is unknown to the catalog are ignored.
+    /// Returns (inserted, removed).
     pub fn reconcile_recovery_points(
         &self,
         vault_guid: &str,
         in_storage: &[RecoveryPointRow],
+        keep: &[String],
     ) -> Result<(u64, u64)> {
         let tx = self.tx()?;
         let known: std::collections::HashSet<String> = {
@@ -610,6 +625,9 @@ impl Catalog {
         }
         let mut removed = 0;
         for id in existing.difference(&wanted) {
+            if keep.contains(id) {
+                continue;
+            }
             removed += tx.execute("DELETE FROM recovery_points WHERE id = ?1", [id])? as u64;
         }
         tx.commit()?;

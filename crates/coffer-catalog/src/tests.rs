@@ -101,9 +101,16 @@ fn groups_and_vaults() {
     };
     c.upsert_recovery_point(&rp("old", "bi1")).unwrap();
     let (added, removed) = c
-        .reconcile_recovery_points("g1", &[rp("a", "bi1"), rp("b", "unknown")])
+        .reconcile_recovery_points("g1", &[rp("a", "bi1"), rp("b", "unknown")], &[])
         .unwrap();
     assert_eq!((added, removed), (1, 1));
+    c.upsert_recovery_point(&rp("damaged", "bi1")).unwrap();
+    let (added, removed) = c
+        .reconcile_recovery_points("g1", &[rp("a", "bi1")], &["damaged".to_owned()])
+        .unwrap();
+    assert_eq!((added, removed), (0, 0));
+    assert_eq!(c.vault_recovery_point_ids("g1").unwrap(), ["a", "damaged"]);
+    assert!(c.delete_recovery_point("damaged").unwrap());
     let ids: Vec<_> = c
         .recovery_points("bi1")
         .unwrap()

@@ -392,6 +392,27 @@ fn stream_round_trip() {
         .code(),
         "RestoreTargetInvalid"
     );
+
+    // Deleting the backup instance deletes its recovery points; then the vault can go.
+    let d = c
+        .run(&["backup-instance", "delete", "-v", "v1", "-n", "db"])
+        .ok()
+        .clone();
+    assert!(d["jobId"].is_string());
+    assert!(d["reclaimedBytes"].as_u64().unwrap_or(0) > 0, "{d}");
+    assert_eq!(
+        c.run(&[
+            "recovery-point",
+            "list",
+            "-v",
+            "v1",
+            "--backup-instance",
+            "db"
+        ])
+        .code(),
+        "BackupInstanceNotFound"
+    );
+    c.run(&["backup-vault", "delete", "-v", "v1"]).ok();
 }
 
 #[test]

@@ -6,7 +6,7 @@
 //! `Repository::list_recovery_points` (missing rows added, stale rows dropped).
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     io::{Read, Write},
     path::PathBuf,
 };
@@ -16,6 +16,7 @@ use coffer_engine::{
     BackupRequest, BackupSource, Progress, RecoveryPointInfo, Repository, RestoreRequest,
     SourceKind,
 };
+use coffer_store::{ObjectKey, ObjectStore};
 
 use crate::{
     Error, ErrorCode, Instance, Result,
@@ -128,10 +129,33 @@ impl Instance {
     }
 
     /// Brings the vault's recovery point rows in line with storage.
+    ///
+    /// `Repository::list_recovery_points` omits recovery points whose manifest
+    /// cannot be read (damage). Such a point must not vanish from the catalog: a
+    /// row is dropped only when its manifest object is really gone from storage,
+    /// so that using it reports the damage (`DataCorrupted`) instead of
+    /// `RecoveryPointNotFound`.
     fn reconcile(&self, v: &VaultRow, repo: &Repository) -> Result<Vec<RecoveryPointInfo>> {
         let infos = repo.list_recovery_points()?;
         let rows: Vec<RecoveryPointRow> = infos.iter().map(rp_row).collect();
-        self.catalog.reconcile_recovery_points(&v.guid, &rows)?;
+        let listed: HashSet<&str> = infos.iter().map(|i| i.id.as_str()).collect();
+        let missing: Vec<String> = self
+            .catalog
+            .vault_recovery_point_ids(&v.guid)?
+            .into_iter()
+            .filter(|id| !listed.contains(id.as_str()))
+            .collect();
+        let mut keep = Vec::new();
+        if !missing.is_empty() {
+            let store = self.open_store(v)?;
+            for id in missing {
+                if manifest_present(store.as_ref(), &id)? {
+                    keep.push(id);
+                }
+            }
+        }
+        self.catalog
+            .reconcile_recovery_points(&v.guid, &rows, &keep)?;
         Ok(infos)
     }
 
@@ -485,7 +509,19 @@ impl Instance {
     ) -> Result<CheckResult> {
         let v = self.vault_row(rg, vault)?;
         let repo = self.open_repository(&v)?;
-        let report = repo.check(read_data, progress)?;
+        let mut report = repo.check(read_data, progress)?;
+        // The wrapped DEK kept next to the data is what makes storage + KEK enough
+        // to recover the vault: it must match the catalog's copy.
+        let trusted =
+            coffer_crypto::WrappedKey::from_json(v.wrapped_key_json.as_bytes()).map_err(|e| {
+                Error::new(
+                    ErrorCode::CatalogError,
+                    format!("unreadable wrapped key in the catalog: {e}"),
+                )
+            })?;
+        report
+            .damaged_objects
+            .extend(repo.verify_wrapped_keys(&[trusted])?);
         let names: HashMap<String, String> = self
             .catalog
             .instance_items(&v.guid)?
@@ -516,6 +552,15 @@ impl Instance {
                 .collect(),
         })
     }
+}
+
+/// Whether the manifest object of recovery point `id` still exists in storage
+/// (`points/{id}`, see docs/format.md), readable or not.
+fn manifest_present(store: &dyn ObjectStore, id: &str) -> Result<bool> {
+    let Ok(key) = ObjectKey::new(format!("points/{id}")) else {
+        return Ok(false);
+    };
+    Ok(store.size(&key)?.is_some())
 }
 
 fn absolute(p: &std::path::Path) -> Result<PathBuf> {

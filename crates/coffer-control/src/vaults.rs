@@ -144,7 +144,7 @@ impl Instance {
         Ok(Repository::open(store, self.lock_path(&v.guid), dek)?)
     }
 
-    fn open_store(&self, v: &VaultRow) -> Result<Arc<LocalStore>> {
+    pub(crate) fn open_store(&self, v: &VaultRow) -> Result<Arc<LocalStore>> {
         let path = self.storage_path(&v.guid);
         if !path.is_dir() {
             return Err(Error::new(

@@ -232,10 +232,17 @@ pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
     out
 }
 
-/// Every entry under `root`: relative path -> (kind, mode, mtime seconds, content or link target).
-pub fn snapshot(root: &Path) -> Vec<(PathBuf, String, u32, i64, Vec<u8>)> {
+/// One entry of a [`Snapshot`]: relative path, kind (`file`, `dir`, `symlink`),
+/// mode, mtime seconds (files), content or link target.
+pub type Entry = (PathBuf, String, u32, i64, Vec<u8>);
+
+/// A directory tree as comparable data, see [`snapshot`].
+pub type Snapshot = Vec<Entry>;
+
+/// Every entry under `root`, sorted by path.
+pub fn snapshot(root: &Path) -> Snapshot {
     let mut out = Vec::new();
-    fn walk(root: &Path, dir: &Path, out: &mut Vec<(PathBuf, String, u32, i64, Vec<u8>)>) {
+    fn walk(root: &Path, dir: &Path, out: &mut Snapshot) {
         let mut entries: Vec<_> = fs::read_dir(dir)
             .expect("read_dir")
             .map(|e| e.expect("entry").path())
