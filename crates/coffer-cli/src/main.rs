@@ -180,6 +180,14 @@ fn run(cli: Cli, p: &Printer) -> Result<()> {
                     None
                 };
                 let bar = progress::for_stderr("backing up");
+                if !stdin
+                    && let Ok(bi) =
+                        inst.show_backup_instance(&vault.resource_group, &vault.vault_name, &name)
+                    && bi.properties.data_source_info.datasource_type == "Directory"
+                {
+                    let path = PathBuf::from(bi.properties.data_source_info.resource_id);
+                    bar.estimate_directory(path);
+                }
                 let r = inst.adhoc_backup(
                     &vault.resource_group,
                     &vault.vault_name,

@@ -3,7 +3,11 @@
 
 use std::{
     io::IsTerminal,
-    sync::atomic::{AtomicU64, Ordering},
+    path::{Path, PathBuf},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
     time::Duration,
 };
 
@@ -13,7 +17,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 /// A progress sink: an indicatif bar, or nothing.
 pub(crate) enum Bar {
     /// Drawing on stderr.
-    Shown(BarProgress),
+    Shown(Arc<BarProgress>),
     /// Not a terminal.
     Hidden(NoProgress),
 }
@@ -21,14 +25,31 @@ pub(crate) enum Bar {
 impl Bar {
     pub(crate) fn as_progress(&self) -> &dyn Progress {
         match self {
-            Bar::Shown(b) => b,
+            Bar::Shown(b) => b.as_ref(),
             Bar::Hidden(n) => n,
+        }
+    }
+
+    /// For directory backups, whose size the engine learns only as it goes: walks
+    /// `dir` in the background and sets the totals (for the bar and its ETA) unless
+    /// the engine set them first.
+    pub(crate) fn estimate_directory(&self, dir: PathBuf) {
+        if let Bar::Shown(b) = self {
+            let b = Arc::clone(b);
+            std::thread::spawn(move || {
+                let (mut bytes, mut files) = (0u64, 0u64);
+                walk(&dir, &mut bytes, &mut files, &b.done);
+                if !b.done.load(Ordering::Relaxed) && !b.total_set.load(Ordering::Relaxed) {
+                    b.apply_total(Some(bytes), Some(files));
+                }
+            });
         }
     }
 
     /// Clears the bar.
     pub(crate) fn finish(&self) {
         if let Bar::Shown(b) = self {
+            b.done.store(true, Ordering::Relaxed);
             b.bar.finish_and_clear();
         }
     }
@@ -43,11 +64,13 @@ pub(crate) fn for_stderr(what: &'static str) -> Bar {
     bar.set_style(spinner_style());
     bar.set_prefix(what);
     bar.enable_steady_tick(Duration::from_millis(120));
-    Bar::Shown(BarProgress {
+    Bar::Shown(Arc::new(BarProgress {
         bar,
         files: AtomicU64::new(0),
         total_files: AtomicU64::new(0),
-    })
+        total_set: AtomicBool::new(false),
+        done: AtomicBool::new(false),
+    }))
 }
 
 fn spinner_style() -> ProgressStyle {
@@ -70,9 +93,24 @@ pub(crate) struct BarProgress {
     bar: ProgressBar,
     files: AtomicU64,
     total_files: AtomicU64,
+    /// The engine reported a byte total itself.
+    total_set: AtomicBool,
+    /// The operation finished (stop estimating).
+    done: AtomicBool,
 }
 
 impl BarProgress {
+    fn apply_total(&self, bytes: Option<u64>, files: Option<u64>) {
+        if let Some(b) = bytes {
+            self.bar.set_length(b);
+            self.bar.set_style(bar_style());
+        }
+        if let Some(f) = files {
+            self.total_files.store(f, Ordering::Relaxed);
+        }
+        self.update_message();
+    }
+
     fn update_message(&self) {
         let files = self.files.load(Ordering::Relaxed);
         let total = self.total_files.load(Ordering::Relaxed);
@@ -86,14 +124,10 @@ impl BarProgress {
 
 impl Progress for BarProgress {
     fn set_total(&self, bytes: Option<u64>, files: Option<u64>) {
-        if let Some(b) = bytes {
-            self.bar.set_length(b);
-            self.bar.set_style(bar_style());
+        if bytes.is_some() {
+            self.total_set.store(true, Ordering::Relaxed);
         }
-        if let Some(f) = files {
-            self.total_files.store(f, Ordering::Relaxed);
-        }
-        self.update_message();
+        self.apply_total(bytes, files);
     }
 
     fn advance(&self, bytes: u64, files: u64) {
@@ -101,6 +135,25 @@ impl Progress for BarProgress {
         if files > 0 {
             self.files.fetch_add(files, Ordering::Relaxed);
             self.update_message();
+        }
+    }
+}
+
+/// Sums the sizes and count of regular files under `dir` (not following symlinks).
+fn walk(dir: &Path, bytes: &mut u64, files: &mut u64, stop: &AtomicBool) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if stop.load(Ordering::Relaxed) {
+            return;
+        }
+        let Ok(ft) = entry.file_type() else { continue };
+        if ft.is_dir() {
+            walk(&entry.path(), bytes, files, stop);
+        } else if ft.is_file() {
+            *files += 1;
+            *bytes += entry.metadata().map(|m| m.len()).unwrap_or(0);
         }
     }
 }
