@@ -18,6 +18,10 @@ fn make_tree(root: &Path) {
         pseudo_random(3 << 20, 42),
     )
     .expect("write");
+    // A 100 MiB file: half random, half compressible text.
+    let mut big = pseudo_random(50 << 20, 43);
+    big.extend(b"compressible line of text\n".iter().cycle().take(50 << 20));
+    fs::write(root.join("nested/big 100MiB.img"), big).expect("write");
     fs::write(root.join("nested/ünïcødé name with spaces"), b"unicode\n").expect("write");
     fs::write(root.join("nested/new\nline"), b"newline in name\n").expect("write");
     let script = root.join("run.sh");
@@ -55,8 +59,8 @@ fn directory_round_trip() {
         props["recoveryPointDataStoresDetails"][0]["type"],
         "VaultStore"
     );
-    assert_eq!(props["fileCount"], 6);
-    assert!(props["logicalSizeInBytes"].as_u64().unwrap_or(0) >= 3 << 20);
+    assert_eq!(props["fileCount"], 7);
+    assert!(props["logicalSizeInBytes"].as_u64().unwrap_or(0) >= 103 << 20);
 
     // Listed and shown.
     let list = c

@@ -12,7 +12,7 @@ use std::{
     time::Duration,
 };
 
-use common::{Coffer, pseudo_random, snapshot};
+use common::{Coffer, Snapshot, pseudo_random, snapshot};
 use serde_json::Value;
 
 const MIB: usize = 1 << 20;
@@ -330,7 +330,7 @@ fn one_flipped_byte_in_any_object_is_reported_and_contained() {
 }
 
 /// Four recovery points of a changing tree, with the expected content of each.
-fn history(c: &Coffer, src: &Path) -> Vec<(String, Vec<(PathBuf, String, u32, i64, Vec<u8>)>)> {
+fn history(c: &Coffer, src: &Path) -> Vec<(String, Snapshot)> {
     fs::create_dir_all(src).unwrap();
     let mut rps = Vec::new();
     for round in 0..4u64 {
@@ -352,11 +352,7 @@ fn history(c: &Coffer, src: &Path) -> Vec<(String, Vec<(PathBuf, String, u32, i6
     rps
 }
 
-fn assert_intact(
-    c: &Coffer,
-    rps: &[(String, Vec<(PathBuf, String, u32, i64, Vec<u8>)>)],
-    tag: &str,
-) {
+fn assert_intact(c: &Coffer, rps: &[(String, Snapshot)], tag: &str) {
     c.run(&["backup-vault", "check", "-v", "v1"]).ok();
     for (i, (rp, expected)) in rps.iter().enumerate() {
         let target = c.path(&format!("verify-{tag}-{i}"));
