@@ -276,18 +276,7 @@ impl Walker<'_> {
         self.stats.bytes = size;
         self.stats.files = 1;
         self.progress.advance(0, 1);
-        let node = Node {
-            name: STREAM_NODE.to_vec(),
-            kind: NodeKind::File { content },
-            mode: 0o600,
-            mtime_ns: nanos(time, 0),
-            ctime_ns: 0,
-            uid: 0,
-            gid: 0,
-            size,
-            inode: 0,
-            dev: 0,
-        };
+        let node = Node::stream_file(STREAM_NODE, content, size, nanos(time, 0));
         self.put_tree(&Tree { nodes: vec![node] })
     }
 

@@ -7,13 +7,13 @@
 //! every indexed blob decrypted, decompressed and checked against its chunk id.
 //! Damage is then traced to the recovery points and files that need it.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 use coffer_crypto::ChunkId;
 
 use crate::{
     CheckReport, DamagedRecoveryPoint, EngineError, Progress,
-    format::{self, ObjectId, ObjectType},
+    format::{self, ObjectType},
     index::{IdMap, Index},
     pack,
     repo::Inner,
@@ -33,12 +33,7 @@ pub(crate) fn run(
     }
     report.objects_checked += (index.sources.len() + bad_index.len()) as u64;
 
-    let stored: HashMap<ObjectId, u64> = inner
-        .store
-        .list("data/")?
-        .into_iter()
-        .filter_map(|m| format::id_from_key(&m.key).map(|id| (id, m.size)))
-        .collect();
+    let stored = inner.stored_packs()?;
     report.objects_checked += stored.len() as u64;
 
     // Chunks that cannot be read back, with the object at fault.

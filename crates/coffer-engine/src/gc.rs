@@ -12,7 +12,7 @@
 //! If any manifest, tree or index object cannot be read, nothing is deleted: Coffer
 //! never reclaims space on a guess.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use coffer_crypto::ChunkId;
 
@@ -79,12 +79,7 @@ pub(crate) fn collect(inner: &Inner) -> Result<DeleteOutcome, EngineError> {
         }
     };
 
-    let stored: HashMap<ObjectId, u64> = inner
-        .store
-        .list("data/")?
-        .into_iter()
-        .filter_map(|m| format::id_from_key(&m.key).map(|id| (id, m.size)))
-        .collect();
+    let stored = inner.stored_packs()?;
     let mut keep: Vec<PackDirectory> = Vec::new();
     let mut delete: Vec<ObjectId> = Vec::new();
     let mut repack: Vec<PackDirectory> = Vec::new();

@@ -271,6 +271,18 @@ impl Inner {
         Ok((index, damaged))
     }
 
+    /// Every pack object in storage with its size.
+    pub(crate) fn stored_packs(
+        &self,
+    ) -> Result<std::collections::HashMap<format::ObjectId, u64>, EngineError> {
+        Ok(self
+            .store
+            .list("data/")?
+            .into_iter()
+            .filter_map(|m| format::id_from_key(&m.key).map(|id| (id, m.size)))
+            .collect())
+    }
+
     /// Loads every recovery-point manifest (each may individually be damaged).
     pub(crate) fn load_manifests(&self) -> Result<Vec<LoadedManifest>, EngineError> {
         let mut out = Vec::new();

@@ -456,22 +456,8 @@ fn restore_stream(
                     source: e,
                 })?;
             }
-            let node = Node {
-                name: Vec::new(),
-                kind: NodeKind::File {
-                    content: content.to_vec(),
-                },
-                mode: 0o600,
-                mtime_ns: 0,
-                ctime_ns: 0,
-                uid: 0,
-                gid: 0,
-                size,
-                inode: 0,
-                dev: 0,
-            };
-            let mut node = node;
-            node.mtime_ns = filetime::FileTime::now().unix_seconds() * 1_000_000_000;
+            let now_ns = filetime::FileTime::now().unix_seconds() * 1_000_000_000;
+            let node = Node::stream_file(b"", content.to_vec(), size, now_ns);
             match restore_file(inner, index, &p, &node, content, progress) {
                 Ok(bytes) => Ok(RestoreOutcome {
                     files: 1,

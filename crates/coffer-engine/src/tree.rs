@@ -42,6 +42,29 @@ pub(crate) struct Node {
     pub(crate) dev: u64,
 }
 
+impl Node {
+    /// A file node with no inode information (streams).
+    pub(crate) fn stream_file(
+        name: &[u8],
+        content: Vec<ChunkId>,
+        size: u64,
+        mtime_ns: i64,
+    ) -> Self {
+        Self {
+            name: name.to_vec(),
+            kind: NodeKind::File { content },
+            mode: 0o600,
+            mtime_ns,
+            ctime_ns: 0,
+            uid: 0,
+            gid: 0,
+            size,
+            inode: 0,
+            dev: 0,
+        }
+    }
+}
+
 /// A directory listing.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Tree {
