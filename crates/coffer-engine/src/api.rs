@@ -134,7 +134,8 @@ pub struct RecoveryPointInfo {
 pub struct BackupOutcome {
     /// The new recovery point (durable when this is returned).
     pub recovery_point: RecoveryPointInfo,
-    /// Items skipped with a reason (special files, unreadable files, files that vanished).
+    /// Items skipped, each `CODE: path: reason` with a stable code
+    /// ([`WARN_FILE_NOT_READABLE`](crate::WARN_FILE_NOT_READABLE), ...).
     pub warnings: Vec<String>,
 }
 

@@ -316,16 +316,20 @@ impl Walker<'_> {
                 .filter_map(|e| match e {
                     Ok(e) => Some((e.file_name().as_bytes().to_vec(), e.path())),
                     Err(err) => {
-                        self.warnings
-                            .push(format!("{}: cannot list entry: {err}", rel.display()));
+                        self.warnings.push(warning(
+                            WARN_DIRECTORY_NOT_READABLE,
+                            rel,
+                            format!("cannot list an entry: {err}"),
+                        ));
                         None
                     }
                 })
                 .collect(),
             Err(err) => {
-                self.warnings.push(format!(
-                    "{}: directory skipped, cannot be read: {err}",
-                    show(rel)
+                self.warnings.push(warning(
+                    WARN_DIRECTORY_NOT_READABLE,
+                    rel,
+                    format!("directory skipped, cannot be read: {err}"),
                 ));
                 Vec::new()
             }
@@ -342,9 +346,10 @@ impl Walker<'_> {
             let meta = match fs::symlink_metadata(&child) {
                 Ok(m) => m,
                 Err(err) => {
-                    self.warnings.push(format!(
-                        "{}: skipped, cannot be read: {err}",
-                        show(&child_rel)
+                    self.warnings.push(warning(
+                        WARN_FILE_NOT_READABLE,
+                        &child_rel,
+                        format!("skipped, cannot be read: {err}"),
                     ));
                     continue;
                 }
@@ -364,9 +369,10 @@ impl Walker<'_> {
                         target: t.as_os_str().as_bytes().to_vec(),
                     },
                     Err(err) => {
-                        self.warnings.push(format!(
-                            "{}: symlink skipped, cannot be read: {err}",
-                            show(&child_rel)
+                        self.warnings.push(warning(
+                            WARN_FILE_NOT_READABLE,
+                            &child_rel,
+                            format!("symlink skipped, cannot be read: {err}"),
                         ));
                         continue;
                     }
@@ -380,17 +386,19 @@ impl Walker<'_> {
                         continue;
                     }
                     Err(err) => {
-                        self.warnings.push(format!(
-                            "{}: file skipped, cannot be read: {err}",
-                            show(&child_rel)
+                        self.warnings.push(warning(
+                            WARN_FILE_NOT_READABLE,
+                            &child_rel,
+                            format!("file skipped, cannot be read: {err}"),
                         ));
                         continue;
                     }
                 }
             } else {
-                self.warnings.push(format!(
-                    "{}: special file (device, FIFO or socket) skipped",
-                    show(&child_rel)
+                self.warnings.push(warning(
+                    WARN_SPECIAL_FILE_SKIPPED,
+                    &child_rel,
+                    "special file (device, FIFO or socket) skipped",
                 ));
                 continue;
             };
@@ -466,6 +474,18 @@ fn node_from(name: Vec<u8>, kind: NodeKind, meta: &Metadata) -> Node {
         inode: meta.ino(),
         dev: meta.dev(),
     }
+}
+
+/// Warning code: a directory (or an entry in it) could not be listed.
+pub const WARN_DIRECTORY_NOT_READABLE: &str = "UserErrorDirectoryNotReadable";
+/// Warning code: a file or symlink could not be read; it is not in the recovery point.
+pub const WARN_FILE_NOT_READABLE: &str = "UserErrorFileNotReadable";
+/// Warning code: a device, FIFO or socket was skipped.
+pub const WARN_SPECIAL_FILE_SKIPPED: &str = "UserErrorSpecialFileSkipped";
+
+/// A backup warning: `CODE: path: message`, the code first so it can be matched on.
+fn warning(code: &str, rel: &Path, message: impl std::fmt::Display) -> String {
+    format!("{code}: {}: {message}", show(rel))
 }
 
 fn show(rel: &Path) -> String {

@@ -24,3 +24,4 @@ mod restore;
 mod tree;
 
 pub use api::*;
+pub use backup::{WARN_DIRECTORY_NOT_READABLE, WARN_FILE_NOT_READABLE, WARN_SPECIAL_FILE_SKIPPED};
