@@ -5,8 +5,7 @@ mod common;
 
 use std::{fs, os::unix::fs::PermissionsExt, path::Path};
 
-use common::{Coffer, pseudo_random, snapshot};
-use serde_json::Value;
+use common::{Coffer, pseudo_random, rp_id, snapshot};
 
 fn make_tree(root: &Path) {
     fs::create_dir_all(root.join("nested/deeper/deepest")).expect("mkdir");
@@ -29,13 +28,6 @@ fn make_tree(root: &Path) {
     fs::set_permissions(&script, fs::Permissions::from_mode(0o750)).expect("chmod");
     std::os::unix::fs::symlink("hello.txt", root.join("link-to-hello")).expect("symlink");
     std::os::unix::fs::symlink("../does-not-exist", root.join("nested/dangling")).expect("symlink");
-}
-
-fn rp_id(v: &Value) -> String {
-    v["recoveryPoint"]["name"]
-        .as_str()
-        .expect("recovery point id")
-        .to_owned()
 }
 
 #[test]

@@ -12,45 +12,17 @@ use std::{
     time::Duration,
 };
 
-use common::{Coffer, Snapshot, pseudo_random, snapshot};
+use common::{Coffer, Snapshot, pseudo_random, rp_id, snapshot};
 use serde_json::Value;
 
 const MIB: usize = 1 << 20;
 /// The crash-injection hook of the local store (`coffer_store::CRASH_AFTER_WRITES_ENV`).
 const CRASH_ENV: &str = "COFFER_TEST_CRASH_AFTER_WRITES";
 
-fn rp_id(out: &Value) -> String {
-    out["recoveryPoint"]["properties"]["recoveryPointId"]
-        .as_str()
-        .expect("recovery point id")
-        .to_owned()
-}
-
 fn added(out: &Value) -> u64 {
     out["recoveryPoint"]["properties"]["addedSizeInBytes"]
         .as_u64()
         .expect("added bytes")
-}
-
-fn backup(c: &Coffer, vault: &str, bi: &str) -> Value {
-    c.run(&["backup-instance", "adhoc-backup", "-v", vault, "-n", bi])
-        .ok()
-        .clone()
-}
-
-fn restore_args<'a>(vault: &'a str, bi: &'a str, rp: &'a str, target: &'a str) -> Vec<&'a str> {
-    vec![
-        "backup-instance",
-        "restore",
-        "-v",
-        vault,
-        "-n",
-        bi,
-        "--recovery-point",
-        rp,
-        "--target",
-        target,
-    ]
 }
 
 fn all_files(root: &Path) -> Vec<PathBuf> {
@@ -140,7 +112,7 @@ fn no_plaintext_window_anywhere_under_home() {
     fs::write(src.join("nested").join(&marker_name), &marker_text).unwrap();
     c.vault("v1");
     c.dir_instance("v1", "docs", &src);
-    backup(&c, "v1", "docs");
+    c.backup("v1", "docs");
     // A stream too: its bytes must not appear either.
     c.stream_instance("v1", "dump");
     c.run_stdin(
@@ -187,9 +159,9 @@ fn second_backup_adds_almost_nothing_and_a_middle_edit_adds_about_one_chunk() {
     fs::write(src.join("small.txt"), b"small file\n".repeat(100)).unwrap();
     c.vault("v1");
     c.dir_instance("v1", "img", &src);
-    let first = backup(&c, "v1", "img");
+    let first = c.backup("v1", "img");
     assert!(added(&first) > 200 * MIB as u64);
-    let second = backup(&c, "v1", "img");
+    let second = c.backup("v1", "img");
     assert!(
         added(&second) < 16 * 1024,
         "unchanged backup added {} bytes",
@@ -200,7 +172,7 @@ fn second_backup_adds_almost_nothing_and_a_middle_edit_adds_about_one_chunk() {
     let edit = pseudo_random(MIB, 77);
     big[100 * MIB..101 * MIB].copy_from_slice(&edit);
     fs::write(src.join("big.img"), &big).unwrap();
-    let third = backup(&c, "v1", "img");
+    let third = c.backup("v1", "img");
     let a = added(&third);
     assert!(
         a >= MIB as u64 && a < 2 * MIB as u64,
@@ -208,7 +180,7 @@ fn second_backup_adds_almost_nothing_and_a_middle_edit_adds_about_one_chunk() {
     );
 
     let out = c.path("out");
-    c.run(&restore_args(
+    c.run(&Coffer::restore_args(
         "v1",
         "img",
         &rp_id(&third),
@@ -217,7 +189,7 @@ fn second_backup_adds_almost_nothing_and_a_middle_edit_adds_about_one_chunk() {
     .ok();
     assert!(fs::read(out.join("big.img")).unwrap() == big);
     let out1 = c.path("out1");
-    c.run(&restore_args(
+    c.run(&Coffer::restore_args(
         "v1",
         "img",
         &rp_id(&first),
@@ -258,7 +230,7 @@ fn one_flipped_byte_in_any_object_is_reported_and_contained() {
     fs::write(src.join("d/text.txt"), b"some text\n".repeat(1000)).unwrap();
     c.vault("v1");
     c.dir_instance("v1", "bi", &src);
-    let rp = rp_id(&backup(&c, "v1", "bi"));
+    let rp = rp_id(&c.backup("v1", "bi"));
     let expected = snapshot(&src);
     c.run(&["backup-vault", "check", "-v", "v1", "--read-data"])
         .ok();
@@ -295,7 +267,12 @@ fn one_flipped_byte_in_any_object_is_reported_and_contained() {
         assert_eq!(check.code(), "DataCorrupted", "{}", obj.display());
 
         let target = c.path(&format!("restore-{n}"));
-        let r = c.run(&restore_args("v1", "bi", &rp, target.to_str().unwrap()));
+        let r = c.run(&Coffer::restore_args(
+            "v1",
+            "bi",
+            &rp,
+            target.to_str().unwrap(),
+        ));
         if r.status.success() {
             // Only possible when the damaged object is redundant: an index object
             // (packs carry their own directory) or the stored copy of the wrapped DEK
@@ -346,7 +323,7 @@ fn history(c: &Coffer, src: &Path) -> Vec<(String, Snapshot)> {
         if round == 2 {
             fs::remove_file(src.join("f0")).unwrap();
         }
-        let rp = rp_id(&backup(c, "v1", "bi"));
+        let rp = rp_id(&c.backup("v1", "bi"));
         rps.push((rp, snapshot(src)));
     }
     rps
@@ -356,8 +333,13 @@ fn assert_intact(c: &Coffer, rps: &[(String, Snapshot)], tag: &str) {
     c.run(&["backup-vault", "check", "-v", "v1"]).ok();
     for (i, (rp, expected)) in rps.iter().enumerate() {
         let target = c.path(&format!("verify-{tag}-{i}"));
-        c.run(&restore_args("v1", "bi", rp, target.to_str().unwrap()))
-            .ok();
+        c.run(&Coffer::restore_args(
+            "v1",
+            "bi",
+            rp,
+            target.to_str().unwrap(),
+        ))
+        .ok();
         assert!(
             snapshot(&target) == *expected,
             "recovery point {rp} changed after {tag}"
@@ -524,7 +506,7 @@ fn sigkill_at_random_moments_during_backups_and_deletions() {
         assert_intact(&c, &rps, &format!("sigkill-{what}-{delay_ms}ms"));
     }
     // The next run works and the vault checks clean, data included.
-    backup(&c, "v1", "bi");
+    c.backup("v1", "bi");
     c.run(&["backup-vault", "check", "-v", "v1", "--read-data"])
         .ok();
 }

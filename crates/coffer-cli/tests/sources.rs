@@ -12,17 +12,10 @@ use std::{
     time::Duration,
 };
 
-use common::{Coffer, pseudo_random, snapshot};
+use common::{Coffer, pseudo_random, rp_id, snapshot};
 use serde_json::Value;
 
 const MIB: u64 = 1 << 20;
-
-fn rp_id(out: &Value) -> String {
-    out["recoveryPoint"]["properties"]["recoveryPointId"]
-        .as_str()
-        .expect("recovery point id")
-        .to_owned()
-}
 
 fn is_root() -> bool {
     fs::metadata("/proc/self")
@@ -255,10 +248,7 @@ fn deleting_a_recovery_point_during_a_backup_loses_nothing() {
     }
     c.vault("v1");
     c.dir_instance("v1", "bi", &src);
-    let first = c
-        .run(&["backup-instance", "adhoc-backup", "-v", "v1", "-n", "bi"])
-        .ok()
-        .clone();
+    let first = c.backup("v1", "bi");
     // The next backup reuses every chunk of the first and adds 120 MiB.
     for i in 0..6u64 {
         fs::write(
@@ -292,18 +282,6 @@ fn deleting_a_recovery_point_during_a_backup_loses_nothing() {
     c.run(&["backup-vault", "check", "-v", "v1", "--read-data"])
         .ok();
     let target = c.path("out");
-    c.run(&[
-        "backup-instance",
-        "restore",
-        "-v",
-        "v1",
-        "-n",
-        "bi",
-        "--recovery-point",
-        &rp_id(&second),
-        "--target",
-        target.to_str().unwrap(),
-    ])
-    .ok();
+    c.restore("v1", "bi", &rp_id(&second), &target).ok();
     assert!(snapshot(&target) == expected);
 }

@@ -218,6 +218,63 @@ impl Coffer {
     }
 }
 
+/// The id of the recovery point in an `adhoc-backup` result.
+pub fn rp_id(backup_result: &Value) -> String {
+    backup_result["recoveryPoint"]["properties"]["recoveryPointId"]
+        .as_str()
+        .expect("recovery point id")
+        .to_owned()
+}
+
+impl Coffer {
+    /// `backup-instance adhoc-backup`; asserts success and returns the result.
+    #[track_caller]
+    pub fn backup(&self, vault: &str, instance: &str) -> Value {
+        self.run(&[
+            "backup-instance",
+            "adhoc-backup",
+            "-v",
+            vault,
+            "-n",
+            instance,
+        ])
+        .ok()
+        .clone()
+    }
+
+    /// The argument list of `backup-instance restore` with the default recovery option.
+    pub fn restore_args<'a>(
+        vault: &'a str,
+        instance: &'a str,
+        rp: &'a str,
+        target: &'a str,
+    ) -> Vec<&'a str> {
+        vec![
+            "backup-instance",
+            "restore",
+            "-v",
+            vault,
+            "-n",
+            instance,
+            "--recovery-point",
+            rp,
+            "--target",
+            target,
+        ]
+    }
+
+    /// `backup-instance restore … --target TARGET` (FailIfExists).
+    #[track_caller]
+    pub fn restore(&self, vault: &str, instance: &str, rp: &str, target: &Path) -> Out {
+        self.run(&Self::restore_args(
+            vault,
+            instance,
+            rp,
+            target.to_str().expect("utf-8 path"),
+        ))
+    }
+}
+
 /// Deterministic pseudo-random bytes (xorshift), incompressible enough for tests.
 pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed | 1;
