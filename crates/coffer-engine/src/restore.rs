@@ -472,3 +472,149 @@ fn restore_stream(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Hostile recovery points: trees crafted with the vault's own key (as a
+    //! compromised writer could) must never make restore write outside the target.
+
+    use std::sync::Arc;
+
+    use coffer_crypto::{DataKey, PlatformKey, SecretKey, WrappedKey};
+    use coffer_store::{LocalStore, ObjectStore};
+
+    use super::*;
+    use crate::{
+        NoProgress, RecoveryPointInfo, RepoParams, Repository, SourceKind,
+        format::{self, BlobKind, ObjectType},
+        pack::PackWriter,
+        tree::Manifest,
+    };
+
+    /// Stores `trees` (the last is the root) as a recovery point and returns its id.
+    fn craft(repo: &Repository, store: &dyn ObjectStore, trees: Vec<Tree>) -> String {
+        let inner = &repo.inner;
+        let mut w = PackWriter::new(&inner.dek, BlobKind::Tree, 1 << 20).unwrap();
+        let mut root = None;
+        for t in &trees {
+            let bytes = postcard::to_stdvec(t).unwrap();
+            let id = inner.id_key.id(&bytes);
+            w.add(id, bytes.len() as u32, format::encode_blob(&bytes, 3));
+            root = Some(id);
+        }
+        let (key, bytes, dir) = w.finish().unwrap();
+        store.put(&key, &bytes).unwrap();
+        let iid = format::new_object_id().unwrap();
+        let (k, b) = format::seal_meta(&inner.dek, ObjectType::Index, &iid, &vec![dir]).unwrap();
+        store.put(&k, &b).unwrap();
+        let rid = format::new_object_id().unwrap();
+        let info = RecoveryPointInfo {
+            id: hex::encode(rid),
+            instance_id: "evil".into(),
+            time: 1,
+            source_kind: SourceKind::Directory,
+            logical_bytes: 0,
+            added_bytes: 0,
+            file_count: 1,
+            dir_count: 1,
+        };
+        let m = Manifest {
+            info,
+            root: root.unwrap(),
+            parent: None,
+        };
+        let (k, b) = format::seal_meta(&inner.dek, ObjectType::Manifest, &rid, &m).unwrap();
+        store.put(&k, &b).unwrap();
+        hex::encode(rid)
+    }
+
+    fn symlink_node(name: &[u8], target: &[u8]) -> Node {
+        let mut n = Node::stream_file(name, Vec::new(), 0, 0);
+        n.kind = NodeKind::Symlink {
+            target: target.to_vec(),
+        };
+        n
+    }
+
+    #[test]
+    fn hostile_names_and_duplicates_are_refused_and_nothing_escapes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(LocalStore::open(dir.path().join("s")).unwrap());
+        let dek = DataKey::generate().unwrap();
+        let pmk = PlatformKey::new("pmk".into(), &SecretKey::generate().unwrap());
+        let wk = WrappedKey::seal(&pmk, &dek, "v", String::new()).unwrap();
+        let repo = Repository::create(
+            store.clone(),
+            dir.path().join("l"),
+            "v",
+            dek,
+            &wk,
+            RepoParams::default(),
+        )
+        .unwrap();
+        let empty = Node::stream_file(b"x", Vec::new(), 0, 0);
+        let named = |n: &[u8]| {
+            let mut e = empty.clone();
+            e.name = n.to_vec();
+            e
+        };
+        let target = dir.path().join("target");
+        for bad in [
+            &b"../escape"[..],
+            b"..",
+            b".",
+            b"a/b",
+            b"",
+            b"nul\0byte",
+            b"/abs",
+        ] {
+            let rp = craft(
+                &repo,
+                store.as_ref(),
+                vec![Tree {
+                    nodes: vec![named(bad)],
+                }],
+            );
+            let r = repo.restore(
+                RestoreRequest {
+                    recovery_point: rp,
+                    target: RestoreTarget::Directory(target.clone()),
+                    subpath: None,
+                    overwrite: true,
+                },
+                &NoProgress,
+            );
+            assert!(
+                matches!(r, Err(EngineError::Damaged { .. })),
+                "{bad:?}: {r:?}"
+            );
+        }
+        // Duplicate names (a symlink and a directory called the same): refused.
+        let sub = Tree {
+            nodes: vec![named(b"passwd")],
+        };
+        let sub_id = repo.inner.id_key.id(&postcard::to_stdvec(&sub).unwrap());
+        let mut d = named(b"etc");
+        d.kind = NodeKind::Dir { tree: sub_id };
+        let dup = Tree {
+            nodes: vec![symlink_node(b"etc", b"/etc"), d],
+        };
+        let rp = craft(&repo, store.as_ref(), vec![sub, dup]);
+        let r = repo.restore(
+            RestoreRequest {
+                recovery_point: rp,
+                target: RestoreTarget::Directory(target.clone()),
+                subpath: None,
+                overwrite: true,
+            },
+            &NoProgress,
+        );
+        assert!(matches!(r, Err(EngineError::Damaged { .. })), "{r:?}");
+        assert!(!dir.path().join("escape").exists());
+        assert!(
+            fs::read_dir(&target)
+                .map(|d| d.count() == 0)
+                .unwrap_or(true)
+        );
+    }
+}
