@@ -454,3 +454,58 @@ fn failed_backup_is_a_failed_job_with_code() {
         .clone();
     assert_eq!(shown, job);
 }
+
+#[test]
+fn restore_never_writes_through_symlinks_planted_in_the_target() {
+    let c = Coffer::new();
+    let src = c.path("src");
+    fs::create_dir_all(src.join("sub")).expect("mkdir");
+    fs::write(src.join("sub/file"), b"inside\n").expect("write");
+    fs::write(src.join("top"), b"top\n").expect("write");
+    c.vault("v1");
+    c.dir_instance("v1", "bi", &src);
+    let rp = rp_id(&c.backup("v1", "bi"));
+
+    // The target already holds symlinks pointing outside it, where the recovery
+    // point has a directory and a file.
+    let outside = c.path("outside");
+    fs::create_dir_all(&outside).expect("mkdir");
+    fs::write(outside.join("victim"), b"must survive\n").expect("write");
+    let target = c.path("target");
+    fs::create_dir_all(&target).expect("mkdir");
+    std::os::unix::fs::symlink(&outside, target.join("sub")).expect("symlink");
+    std::os::unix::fs::symlink(outside.join("victim"), target.join("top")).expect("symlink");
+
+    assert_eq!(
+        c.restore("v1", "bi", &rp, &target).code(),
+        "RestoreTargetExists"
+    );
+    let mut args = Coffer::restore_args("v1", "bi", &rp, target.to_str().expect("utf-8"));
+    args.extend(["--recovery-option", "Overwrite"]);
+    c.run(&args).ok();
+
+    assert_eq!(
+        fs::read(outside.join("victim")).expect("read"),
+        b"must survive\n"
+    );
+    assert_eq!(
+        fs::read_dir(&outside).expect("ls").count(),
+        1,
+        "nothing written outside"
+    );
+    assert!(
+        fs::symlink_metadata(target.join("sub"))
+            .expect("meta")
+            .is_dir()
+    );
+    assert!(
+        fs::symlink_metadata(target.join("top"))
+            .expect("meta")
+            .is_file()
+    );
+    assert_eq!(
+        fs::read(target.join("sub/file")).expect("read"),
+        b"inside\n"
+    );
+    assert_eq!(fs::read(target.join("top")).expect("read"), b"top\n");
+}
