@@ -62,18 +62,26 @@ impl BlobLoc {
     }
 }
 
-/// The in-memory index of a repository.
+/// The in-memory index of a repository: a sorted array of (chunk id, location),
+/// 48 bytes per chunk, with a 2^16-entry table of bucket starts (chunk ids are
+/// uniform, so a lookup is a binary search over ~n/65536 entries).
 #[derive(Default)]
 pub(crate) struct Index {
     packs: Vec<ObjectId>,
     pack_numbers: HashMap<ObjectId, u32>,
-    blobs: IdMap<BlobLoc>,
+    entries: Vec<(ChunkId, BlobLoc)>,
+    /// `buckets[b]..buckets[b + 1]` holds the entries whose id starts with `b` (big-endian u16).
+    buckets: Vec<u32>,
     /// Index objects this index was loaded from.
     pub(crate) sources: Vec<ObjectKey>,
 }
 
+fn bucket(id: &ChunkId) -> usize {
+    usize::from(u16::from_be_bytes([id.0[0], id.0[1]]))
+}
+
 impl Index {
-    /// Adds a pack's blobs. A chunk already indexed keeps its first location.
+    /// Adds a pack's blobs. Call [`Index::finish`] before any lookup.
     pub(crate) fn add_pack(&mut self, dir: &PackDirectory) {
         let n = *self.pack_numbers.entry(dir.pack_id).or_insert_with(|| {
             self.packs.push(dir.pack_id);
@@ -84,23 +92,57 @@ impl Index {
         } else {
             0
         };
-        self.blobs.reserve(dir.blobs.len());
+        self.entries.reserve(dir.blobs.len());
         for e in &dir.blobs {
-            self.blobs.entry(e.id).or_insert(BlobLoc {
+            let loc = BlobLoc {
                 pack: n,
                 offset: e.offset,
                 len: e.len,
                 raw_len_kind: e.raw_len | kind_bit,
-            });
+            };
+            self.entries.push((e.id, loc));
         }
+        self.buckets.clear();
+    }
+
+    /// Sorts, drops duplicate chunk ids (any copy will do: each is authenticated on
+    /// read) and builds the bucket table.
+    pub(crate) fn finish(&mut self) {
+        self.entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        self.entries.dedup_by(|a, b| a.0 == b.0);
+        self.entries.shrink_to_fit();
+        let mut buckets = vec![0u32; (1 << 16) + 1];
+        for (id, _) in &self.entries {
+            buckets[bucket(id) + 1] += 1;
+        }
+        for b in 1..buckets.len() {
+            buckets[b] += buckets[b - 1];
+        }
+        self.buckets = buckets;
+    }
+
+    fn find(&self, id: &ChunkId) -> Option<usize> {
+        assert!(
+            !self.buckets.is_empty() || self.entries.is_empty(),
+            "Index::finish not called"
+        );
+        if self.entries.is_empty() {
+            return None;
+        }
+        let b = bucket(id);
+        let (lo, hi) = (self.buckets[b] as usize, self.buckets[b + 1] as usize);
+        self.entries[lo..hi]
+            .binary_search_by(|e| e.0.cmp(id))
+            .ok()
+            .map(|i| lo + i)
     }
 
     pub(crate) fn contains(&self, id: &ChunkId) -> bool {
-        self.blobs.contains_key(id)
+        self.find(id).is_some()
     }
 
     pub(crate) fn get(&self, id: &ChunkId) -> Option<BlobLoc> {
-        self.blobs.get(id).copied()
+        self.find(id).map(|i| self.entries[i].1)
     }
 
     /// The pack id and pack entry of a location.
@@ -132,7 +174,7 @@ impl Index {
                 blobs: Vec::new(),
             })
             .collect();
-        for (id, loc) in &self.blobs {
+        for (id, loc) in &self.entries {
             let d = &mut dirs[loc.pack as usize];
             d.kind = loc.kind();
             d.blobs.push(PackEntry {
@@ -146,5 +188,54 @@ impl Index {
             d.blobs.sort_by_key(|e| e.offset);
         }
         dirs
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lookups_after_finish_and_duplicates() {
+        let mut idx = Index::default();
+        let ids: Vec<ChunkId> = (0u64..5000)
+            .map(|i| ChunkId(*blake3::hash(&i.to_le_bytes()).as_bytes()))
+            .collect();
+        let blobs = |r: std::ops::Range<usize>| {
+            r.map(|i| PackEntry {
+                id: ids[i],
+                offset: i as u32,
+                len: 1,
+                raw_len: 1,
+            })
+            .collect()
+        };
+        idx.add_pack(&PackDirectory {
+            pack_id: [1; 16],
+            kind: BlobKind::Data,
+            blobs: blobs(0..3000),
+        });
+        idx.add_pack(&PackDirectory {
+            pack_id: [2; 16],
+            kind: BlobKind::Tree,
+            blobs: blobs(2000..4000),
+        });
+        idx.finish();
+        for id in &ids[..4000] {
+            assert!(idx.contains(id));
+        }
+        for id in &ids[4000..] {
+            assert!(!idx.contains(id));
+        }
+        assert_eq!(idx.entries.len(), 4000);
+        assert_eq!(idx.get(&ids[10]).unwrap().kind(), BlobKind::Data);
+        assert_eq!(idx.get(&ids[3500]).unwrap().kind(), BlobKind::Tree);
+        assert_eq!(
+            idx.directories()
+                .iter()
+                .map(|d| d.blobs.len())
+                .sum::<usize>(),
+            4000
+        );
     }
 }

@@ -19,6 +19,7 @@ mod gc;
 mod index;
 mod lock;
 mod pack;
+pub mod primitives;
 mod repo;
 mod restore;
 mod tree;

@@ -268,6 +268,7 @@ impl Inner {
                 }
             }
         }
+        index.finish();
         Ok((index, damaged))
     }
 

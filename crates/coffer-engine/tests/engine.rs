@@ -210,8 +210,9 @@ fn damage_is_reported_and_only_affected_files_fail() {
     assert!(f.repo.check(true, &NoProgress).unwrap().is_clean());
     let packs = f.store.list("data/").unwrap();
     assert!(packs.len() >= 2);
-    // Flip one byte in the middle of the first pack.
-    let victim = f.store.root().join(packs[0].key.as_str());
+    // Flip one byte in the middle of the largest pack (a data pack, not the tree pack).
+    let largest = packs.iter().max_by_key(|m| m.size).unwrap();
+    let victim = f.store.root().join(largest.key.as_str());
     let mut bytes = fs::read(&victim).unwrap();
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0x01;
