@@ -108,7 +108,7 @@ impl Index {
     /// Sorts, drops duplicate chunk ids (any copy will do: each is authenticated on
     /// read) and builds the bucket table.
     pub(crate) fn finish(&mut self) {
-        self.entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        self.entries.sort_unstable_by_key(|e| e.0);
         self.entries.dedup_by(|a, b| a.0 == b.0);
         self.entries.shrink_to_fit();
         let mut buckets = vec![0u32; (1 << 16) + 1];
