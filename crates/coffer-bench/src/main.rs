@@ -1,0 +1,184 @@
+//! `coffer-bench`: figures the benchmark harness (`bench/run`) needs that no CLI
+//! command gives — measured with the engine's own primitives, in the same run.
+//!
+//! * `hwlimit PATH`: the page-cache read rate of a dataset, and the single-pass cost
+//!   of chunking, keyed hashing, compression and AES-256-GCM over all cores: the
+//!   ceiling for Coffer's backup throughput on this machine.
+//! * `index-memory N`: resident bytes per chunk of an index of N chunks.
+//!
+//! Output is one JSON object on stdout.
+
+use std::{
+    fs,
+    io::Read,
+    path::{Path, PathBuf},
+    thread,
+    time::Instant,
+};
+
+use clap::{Parser, Subcommand};
+use coffer_engine::{RepoParams, primitives};
+use serde_json::json;
+
+#[derive(Parser)]
+#[command(about = "Coffer benchmark measurements (used by bench/run)")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Page-cache read rate and the pipeline's single-pass cost over all cores.
+    Hwlimit {
+        /// Dataset directory or file.
+        path: PathBuf,
+        /// Threads for the pipeline pass (default: all cores).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Read at most this many bytes of the dataset into memory.
+        #[arg(long, default_value_t = 4 << 30)]
+        max_bytes: u64,
+    },
+    /// Resident memory per chunk of an in-memory index of N chunks.
+    IndexMemory {
+        /// Number of synthetic chunks.
+        chunks: usize,
+    },
+}
+
+fn files(path: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(meta) = fs::symlink_metadata(path) else {
+        return;
+    };
+    if meta.is_file() {
+        out.push(path.to_owned());
+    } else if meta.is_dir()
+        && let Ok(rd) = fs::read_dir(path)
+    {
+        let mut entries: Vec<PathBuf> = rd.flatten().map(|e| e.path()).collect();
+        entries.sort();
+        for e in entries {
+            files(&e, out);
+        }
+    }
+}
+
+fn rss_bytes() -> u64 {
+    fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+fn gbps(bytes: u64, secs: f64) -> f64 {
+    bytes as f64 / secs / 1e9
+}
+
+fn hwlimit(path: &Path, threads: Option<usize>, max_bytes: u64) -> serde_json::Value {
+    let mut list = Vec::new();
+    files(path, &mut list);
+    // Warm the page cache, then time a second read of every file.
+    let mut data = Vec::new();
+    for f in &list {
+        if data.len() as u64 >= max_bytes {
+            break;
+        }
+        if let Ok(mut h) = fs::File::open(f) {
+            let _ = h.read_to_end(&mut data);
+        }
+    }
+    let mut buf = vec![0u8; 1 << 20];
+    let t = Instant::now();
+    let mut read = 0u64;
+    for f in &list {
+        if let Ok(mut h) = fs::File::open(f) {
+            while let Ok(n) = h.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                read += n as u64;
+            }
+        }
+    }
+    let read_s = t.elapsed().as_secs_f64();
+    let threads = threads.unwrap_or_else(|| thread::available_parallelism().map_or(2, |n| n.get()));
+    let p = primitives::Primitives::new(RepoParams::default());
+    let one = |name: &str, f: &dyn Fn(&[u8])| {
+        let t = Instant::now();
+        f(&data);
+        (
+            name.to_owned(),
+            gbps(data.len() as u64, t.elapsed().as_secs_f64()),
+        )
+    };
+    let single = [
+        one("chunk", &|d| {
+            p.chunk(d);
+        }),
+        one("keyed_hash", &|d| {
+            p.hash(d);
+        }),
+        one("compress", &|d| {
+            p.compress(d);
+        }),
+        one("full_pass", &|d| {
+            p.backup_pass(d);
+        }),
+    ];
+    // The whole pass over all cores: each thread takes a contiguous share.
+    let share = data.len().div_ceil(threads).max(1);
+    let t = Instant::now();
+    thread::scope(|s| {
+        for part in data.chunks(share) {
+            s.spawn(move || primitives::Primitives::new(RepoParams::default()).backup_pass(part));
+        }
+    });
+    let all = gbps(data.len() as u64, t.elapsed().as_secs_f64());
+    json!({
+        "dataset": path.display().to_string(),
+        "files": list.len(),
+        "bytes": data.len(),
+        "page_cache_read_gbps": gbps(read, read_s),
+        "single_core_gbps": single.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>(),
+        "threads": threads,
+        "pipeline_all_cores_gbps": all,
+        "hardware_limit_gbps": all.min(gbps(read, read_s)),
+    })
+}
+
+fn index_memory(n: usize) -> serde_json::Value {
+    let before = rss_bytes();
+    let probe = primitives::synthetic_index(n);
+    let after = rss_bytes();
+    let t = Instant::now();
+    let hits = (0..1_000_000u64)
+        .filter(|&k| probe(k * 7 % n as u64))
+        .count();
+    let lookup_ns = t.elapsed().as_nanos() as f64 / 1e6;
+    let per_chunk = (after.saturating_sub(before)) as f64 / n as f64;
+    let avg_chunk = f64::from(RepoParams::default().chunk_avg);
+    json!({
+        "chunks": n,
+        "bytes_per_chunk": per_chunk,
+        "bytes_per_tib_unique_at_default_chunk": per_chunk * (1u64 << 40) as f64 / avg_chunk,
+        "lookup_ns": lookup_ns,
+        "lookup_hits": hits,
+    })
+}
+
+fn main() {
+    let out = match Cli::parse().cmd {
+        Cmd::Hwlimit {
+            path,
+            threads,
+            max_bytes,
+        } => hwlimit(&path, threads, max_bytes),
+        Cmd::IndexMemory { chunks } => index_memory(chunks),
+    };
+    println!("{}", serde_json::to_string_pretty(&out).expect("json"));
+}
