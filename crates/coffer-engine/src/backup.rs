@@ -93,6 +93,7 @@ pub(crate) fn run(
             progress,
             stats: Stats::default(),
             warnings: Vec::new(),
+            read_buf: Vec::new(),
         };
         let root = match req.source {
             BackupSource::Directory(ref path) => walker.backup_root(path, parent.as_ref()),
@@ -219,6 +220,8 @@ struct Walker<'a> {
     progress: &'a dyn Progress,
     stats: Stats,
     warnings: Vec<String>,
+    /// The chunker's read window, reused across files.
+    read_buf: Vec<u8>,
 }
 
 fn nanos(secs: i64, nsec: i64) -> i64 {
@@ -249,7 +252,8 @@ impl Walker<'_> {
     fn content(&mut self, reader: impl Read) -> Result<(Vec<ChunkId>, u64), EngineError> {
         let mut ids = Vec::new();
         let chunker = &self.inner.chunker;
-        let n = chunker.for_each_chunk(reader, |chunk| -> Result<(), ReadOrEngine> {
+        let mut buf = std::mem::take(&mut self.read_buf);
+        let n = chunker.for_each_chunk(reader, &mut buf, |chunk| -> Result<(), ReadOrEngine> {
             ids.push(
                 self.put_blob(BlobKind::Data, chunk)
                     .map_err(ReadOrEngine::Engine)?,
@@ -257,6 +261,7 @@ impl Walker<'_> {
             self.progress.advance(chunk.len() as u64, 0);
             Ok(())
         });
+        self.read_buf = buf;
         match n {
             Ok(n) => Ok((ids, n)),
             Err(ReadOrEngine::Engine(e)) => Err(e),

@@ -69,14 +69,19 @@ impl Chunker {
     }
 
     /// Splits a reader into chunks, calling `f` for each; memory stays bounded by a
-    /// few maximum chunk sizes. Returns the total number of bytes read.
+    /// few maximum chunk sizes. `buf` is a reusable read window (grown once, never
+    /// zeroed again: reusing it across many small files matters). Returns the total
+    /// number of bytes read.
     pub(crate) fn for_each_chunk<R: Read, E: From<io::Error>>(
         &self,
         mut reader: R,
+        buf: &mut Vec<u8>,
         mut f: impl FnMut(&[u8]) -> Result<(), E>,
     ) -> Result<u64, E> {
         let window = (self.max * 4).max(1 << 20);
-        let mut buf = vec![0u8; window];
+        if buf.len() < window {
+            buf.resize(window, 0);
+        }
         let mut start = 0usize;
         let mut end = 0usize;
         let mut eof = false;
@@ -130,7 +135,7 @@ mod tests {
 
     fn cuts(c: &Chunker, d: &[u8]) -> Vec<usize> {
         let mut v = Vec::new();
-        c.for_each_chunk::<_, io::Error>(d, |ch| {
+        c.for_each_chunk::<_, io::Error>(d, &mut Vec::new(), |ch| {
             v.push(ch.len());
             Ok(())
         })

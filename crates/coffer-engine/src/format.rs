@@ -209,7 +209,7 @@ pub(crate) fn encode_blob(data: &[u8], level: i32) -> Vec<u8> {
     if looks_compressible(data) {
         let mut out = Vec::with_capacity(data.len() / 2 + 64);
         out.push(CODEC_ZSTD);
-        if let Ok(c) = zstd::bulk::compress(data, level) {
+        if let Ok(c) = with_compressor(level, |z| z.compress(data)) {
             // Keep compression only when it saves at least 1/32.
             if c.len() + c.len() / 32 < data.len() {
                 out.extend_from_slice(&c);
@@ -227,11 +227,34 @@ pub(crate) fn encode_blob(data: &[u8], level: i32) -> Vec<u8> {
 pub(crate) fn decode_blob(plain: &[u8], raw_len: usize) -> Result<Vec<u8>, String> {
     match plain.split_first() {
         Some((&CODEC_RAW, rest)) => Ok(rest.to_vec()),
-        Some((&CODEC_ZSTD, rest)) => {
-            zstd::bulk::decompress(rest, raw_len).map_err(|e| format!("decompression failed: {e}"))
-        }
+        Some((&CODEC_ZSTD, rest)) => DECOMPRESSOR
+            .with(|d| d.borrow_mut().decompress(rest, raw_len))
+            .map_err(|e| format!("decompression failed: {e}")),
         _ => Err("unknown blob codec".into()),
     }
+}
+
+thread_local! {
+    /// One zstd compression context per thread and level (creating one per chunk
+    /// costs more than compressing a small chunk).
+    static COMPRESSOR: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
+        const { std::cell::RefCell::new(None) };
+    /// One zstd decompression context per thread.
+    static DECOMPRESSOR: std::cell::RefCell<zstd::bulk::Decompressor<'static>> =
+        std::cell::RefCell::new(zstd::bulk::Decompressor::new().expect("zstd decompression context"));
+}
+
+fn with_compressor<T>(
+    level: i32,
+    f: impl FnOnce(&mut zstd::bulk::Compressor<'static>) -> std::io::Result<T>,
+) -> std::io::Result<T> {
+    COMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.as_ref().is_none_or(|(l, _)| *l != level) {
+            *slot = Some((level, zstd::bulk::Compressor::new(level)?));
+        }
+        f(&mut slot.as_mut().expect("just set").1)
+    })
 }
 
 /// Cheap incompressibility test: order-0 entropy of a strided sample. Random or

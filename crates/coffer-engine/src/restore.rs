@@ -360,18 +360,25 @@ fn restore_file(
             source: e,
         })
     };
-    let tmp = temp_path(p).map_err(FileError::Fatal)?;
+    // A new file is created in place with O_EXCL (which never follows a symlink); an
+    // existing item (Overwrite) is replaced atomically through a temporary name.
+    let exists = fs::symlink_metadata(p).is_ok();
+    let write_path = if exists {
+        temp_path(p).map_err(FileError::Fatal)?
+    } else {
+        p.to_owned()
+    };
     let mut f = OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode_0600()
-        .open(&tmp)
+        .open(&write_path)
         .map_err(fatal)?;
     let written = match write_chunks(inner, index, &mut f, content, progress) {
         Ok(n) => n,
         Err(e) => {
             drop(f);
-            let _ = fs::remove_file(&tmp);
+            let _ = fs::remove_file(&write_path);
             return Err(match e {
                 Ok(_) => FileError::Damaged,
                 Err(e) => FileError::Fatal(e),
@@ -383,15 +390,18 @@ fn restore_file(
         let mt = filetime_of(node.mtime_ns);
         filetime::set_file_handle_times(&f, Some(mt), Some(mt))?;
         drop(f);
-        if let Ok(m) = fs::symlink_metadata(p)
-            && m.is_dir()
-        {
-            fs::remove_dir_all(p)?;
+        if exists {
+            if let Ok(m) = fs::symlink_metadata(p)
+                && m.is_dir()
+            {
+                fs::remove_dir_all(p)?;
+            }
+            fs::rename(&write_path, p)?;
         }
-        fs::rename(&tmp, p)
+        Ok(())
     })();
     if let Err(e) = finish {
-        let _ = fs::remove_file(&tmp);
+        let _ = fs::remove_file(&write_path);
         return Err(fatal(e));
     }
     progress.advance(0, 1);

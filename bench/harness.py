@@ -1,0 +1,411 @@
+#!/usr/bin/env python3
+"""Coffer benchmark harness: Coffer against restic, rustic, borg and bupstash on the
+same data, on the same machine, in the same run (called by bench/run).
+
+For each dataset and tool: first backup, second backup with no change, backup after a
+change, full restore, stored bytes and peak RSS. Repetitions alternate the tool order
+to cancel machine drift; medians are reported, and Coffer's figures as ratios against
+each peer. The hardware limit (page-cache read rate and the single-pass cost of
+Coffer's pipeline over all cores) and the index memory come from `coffer-bench`.
+"""
+
+import argparse
+import json
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tarfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+COFFER = os.path.join(ROOT, "target/release/coffer")
+COFFER_BENCH = os.path.join(ROOT, "target/release/coffer-bench")
+WORK = os.environ.get("BENCH_WORK", "/var/tmp/coffer-bench")
+PASSWORD = "coffer-bench-password"
+MIB = 1 << 20
+
+
+# ----------------------------------------------------------------------------- datasets
+
+def mixed_bytes(rng, n):
+    """Half text-like (compressible), half random, in 64 KiB runs."""
+    words = [b"coffer", b"backup", b"vault", b"key", b"chunk", b"index", b"restore", b"0123456789"]
+    out = bytearray()
+    while len(out) < n:
+        if rng.random() < 0.5:
+            out += rng.randbytes(64 * 1024)
+        else:
+            line = b" ".join(rng.choice(words) for _ in range(12)) + b"\n"
+            out += (line * (64 * 1024 // len(line) + 1))[: 64 * 1024]
+    return bytes(out[:n])
+
+
+class Dataset:
+    """A directory to back up, plus a reversible change."""
+
+    def __init__(self, name, path):
+        self.name, self.path = name, path
+        self.changes = []  # (relative path, changed bytes, pristine bytes)
+
+    def size(self):
+        total = 0
+        for d, _, files in os.walk(self.path):
+            for f in files:
+                p = os.path.join(d, f)
+                if os.path.isfile(p) and not os.path.islink(p):
+                    total += os.path.getsize(p)
+        return total
+
+    def _write_in_place(self, rel, data):
+        # Same inode: rewrite the content, as an editor or a VM would.
+        with open(os.path.join(self.path, rel), "r+b") as f:
+            f.write(data)
+            f.truncate()
+
+    def change(self):
+        for rel, changed, _ in self.changes:
+            self._write_in_place(rel, changed)
+
+    def revert(self):
+        for rel, _, pristine in self.changes:
+            self._write_in_place(rel, pristine)
+
+
+def dataset_kernel(scale):
+    dst = os.path.join(WORK, "data/kernel")
+    marker = dst + ".done"
+    if not os.path.exists(marker):
+        shutil.rmtree(dst, ignore_errors=True)
+        os.makedirs(dst)
+        with tarfile.open("/usr/src/linux-source-6.1.tar.xz") as t:
+            t.extractall(dst, filter="tar")
+        open(marker, "w").close()
+    ds = Dataset("kernel", dst)
+    # Change: append a line to 1% of the C files.
+    files = sorted(os.path.relpath(os.path.join(d, f), dst) for d, _, fs in os.walk(dst) for f in fs if f.endswith(".c"))
+    rng = random.Random(1)
+    for rel in rng.sample(files, max(1, len(files) // 100)):
+        with open(os.path.join(dst, rel), "rb") as f:
+            pristine = f.read()
+        ds.changes.append((rel, pristine + b"/* changed by bench */\n", pristine))
+    return ds
+
+
+def dataset_small(scale):
+    count = int(200_000 * scale)
+    dst = os.path.join(WORK, f"data/small-{count}")
+    marker = dst + ".done"
+    rng = random.Random(2)
+    if not os.path.exists(marker):
+        shutil.rmtree(dst, ignore_errors=True)
+        for i in range(count):
+            d = os.path.join(dst, f"d{i // 1000:03}")
+            if i % 1000 == 0:
+                os.makedirs(d)
+            n = rng.randint(1024, 16 * 1024)
+            data = rng.randbytes(n) if rng.random() < 0.5 else mixed_bytes(rng, n)
+            with open(os.path.join(d, f"f{i:06}"), "wb") as f:
+                f.write(data)
+        open(marker, "w").close()
+    ds = Dataset("small", dst)
+    rng = random.Random(3)
+    for i in rng.sample(range(count), max(1, count // 100)):
+        rel = f"d{i // 1000:03}/f{i:06}"
+        with open(os.path.join(dst, rel), "rb") as f:
+            pristine = f.read()
+        ds.changes.append((rel, pristine[: len(pristine) // 2] + rng.randbytes(512) + pristine[len(pristine) // 2 :], pristine))
+    return ds
+
+
+def dataset_large(scale):
+    size = int(2048 * scale) * MIB
+    dst = os.path.join(WORK, f"data/large-{size // MIB}")
+    path = os.path.join(dst, "vm.img")
+    marker = dst + ".done"
+    rng = random.Random(4)
+    if not os.path.exists(marker):
+        shutil.rmtree(dst, ignore_errors=True)
+        os.makedirs(dst)
+        with open(path, "wb") as f:
+            for _ in range(size // (64 * MIB)):
+                f.write(mixed_bytes(rng, 64 * MIB))
+        open(marker, "w").close()
+    with open(path, "rb") as f:
+        pristine = f.read()
+    # Second version: 1% of the 64 KiB blocks changed in place, and 1 MiB inserted.
+    changed = bytearray(pristine)
+    blocks = size // (64 * 1024)
+    crng = random.Random(5)
+    for b in crng.sample(range(blocks), max(1, blocks // 100)):
+        changed[b * 65536 : (b + 1) * 65536] = crng.randbytes(65536)
+    at = size // 2
+    changed[at:at] = crng.randbytes(MIB)
+    ds = Dataset("large", dst)
+    ds.changes.append(("vm.img", bytes(changed), pristine))
+    return ds
+
+
+DATASETS = {"kernel": dataset_kernel, "small": dataset_small, "large": dataset_large}
+
+
+# -------------------------------------------------------------------------------- tools
+
+def run(cmd, env=None, cwd=None):
+    """Runs cmd under /usr/bin/time; returns (seconds, peak RSS bytes, stdout)."""
+    timefile = os.path.join(WORK, "time.out")
+    full = ["/usr/bin/time", "-o", timefile, "-f", "%e %M"] + cmd
+    e = dict(os.environ, **(env or {}))
+    p = subprocess.run(full, env=e, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    if p.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({p.returncode}): {p.stderr.decode(errors='replace')[-2000:]}")
+    with open(timefile) as f:
+        secs, kb = f.read().split()[-2:]
+    return float(secs), int(kb) * 1024, p.stdout
+
+
+def du(path):
+    total = 0
+    for d, _, files in os.walk(path):
+        for f in files:
+            try:
+                total += os.lstat(os.path.join(d, f)).st_size
+            except FileNotFoundError:
+                pass
+    return total
+
+
+class Tool:
+    name = "?"
+
+    def __init__(self, repo):
+        self.repo = repo
+
+    def available(self):
+        return shutil.which(self.binary) is not None
+
+
+class Coffer(Tool):
+    name, binary = "coffer", COFFER
+
+    def available(self):
+        return os.path.exists(COFFER)
+
+    def c(self, *args):
+        return [COFFER, "--home", self.repo, "-o", "json", *args]
+
+    def init(self, src):
+        subprocess.run(self.c("backup-vault", "create", "-v", "bench"), check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(self.c("backup-instance", "create", "-v", "bench", "-n", "data", "--datasource-type", "Directory",
+                              "--datasource-path", src), check=True, stdout=subprocess.DEVNULL)
+
+    def backup(self, src):
+        return run(self.c("backup-instance", "adhoc-backup", "-v", "bench", "-n", "data"))
+
+    def restore(self, target):
+        out = subprocess.run(self.c("recovery-point", "list", "-v", "bench", "--backup-instance", "data"),
+                             check=True, stdout=subprocess.PIPE).stdout
+        rp = max(json.loads(out), key=lambda r: r["properties"]["recoveryPointTime"])["name"]
+        return run(self.c("backup-instance", "restore", "-v", "bench", "-n", "data", "--recovery-point", rp, "--target", target))
+
+    def stored(self):
+        return du(os.path.join(self.repo, "storage"))
+
+
+class Restic(Tool):
+    name, binary = "restic", "restic"
+    env = {"RESTIC_PASSWORD": PASSWORD, "RESTIC_CACHE_DIR": os.path.join(WORK, "cache/restic")}
+
+    def init(self, src):
+        subprocess.run(["restic", "-r", self.repo, "init", "--repository-version", "2"], env=dict(os.environ, **self.env),
+                       check=True, stdout=subprocess.DEVNULL)
+
+    def backup(self, src):
+        return run(["restic", "-r", self.repo, "backup", "--compression", "auto", "-q", src], self.env)
+
+    def restore(self, target):
+        return run(["restic", "-r", self.repo, "restore", "latest", "--target", target, "-q"], self.env)
+
+    def stored(self):
+        return du(self.repo)
+
+
+class Rustic(Restic):
+    name, binary = "rustic", "rustic"
+    env = {"RUSTIC_PASSWORD": PASSWORD, "RUSTIC_CACHE_DIR": os.path.join(WORK, "cache/rustic")}
+
+    def init(self, src):
+        subprocess.run(["rustic", "-r", self.repo, "init"], env=dict(os.environ, **self.env), check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def backup(self, src):
+        return run(["rustic", "-r", self.repo, "backup", src], self.env)
+
+    def restore(self, target):
+        return run(["rustic", "-r", self.repo, "restore", "latest", target], self.env)
+
+
+class Borg(Tool):
+    name, binary = "borg", "borg"
+    env = {"BORG_PASSPHRASE": PASSWORD, "BORG_CACHE_DIR": os.path.join(WORK, "cache/borg"),
+           "BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK": "yes", "BORG_RELOCATED_REPO_ACCESS_IS_OK": "yes"}
+    n = 0
+
+    def init(self, src):
+        subprocess.run(["borg", "init", "--encryption=repokey-blake2", self.repo], env=dict(os.environ, **self.env),
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def backup(self, src):
+        self.n += 1
+        return run(["borg", "create", "--compression", "zstd,3", f"{self.repo}::a{self.n}", src], self.env)
+
+    def restore(self, target):
+        os.makedirs(target, exist_ok=True)
+        return run(["borg", "extract", f"{self.repo}::a{self.n}"], self.env, cwd=target)
+
+    def stored(self):
+        return du(self.repo)
+
+
+class Bupstash(Tool):
+    name, binary = "bupstash", "bupstash"
+
+    def __init__(self, repo):
+        super().__init__(repo)
+        self.key = repo + ".key"
+        self.env = {"BUPSTASH_REPOSITORY": repo, "BUPSTASH_KEY": self.key,
+                    "BUPSTASH_SEND_LOG": os.path.join(WORK, "cache/bupstash-send-log")}
+        self.ids = []
+
+    def init(self, src):
+        e = dict(os.environ, **self.env)
+        subprocess.run(["bupstash", "init"], env=e, check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(["bupstash", "new-key", "-o", self.key], env=e, check=True, stdout=subprocess.DEVNULL)
+
+    def backup(self, src):
+        r = run(["bupstash", "put", src], self.env)
+        self.ids.append(r[2].decode().strip())
+        return r
+
+    def restore(self, target):
+        os.makedirs(target, exist_ok=True)
+        return run(["bupstash", "restore", "--into", target, f"id={self.ids[-1]}"], self.env)
+
+    def stored(self):
+        return du(self.repo)
+
+
+TOOLS = {"coffer": Coffer, "restic": Restic, "rustic": Rustic, "borg": Borg, "bupstash": Bupstash}
+
+
+# ----------------------------------------------------------------------------- measure
+
+def measure(tool_cls, ds):
+    name = tool_cls.name
+    repo = os.path.join(WORK, f"repo-{name}")
+    target = os.path.join(WORK, f"restore-{name}")
+    for p in (repo, target, repo + ".key"):
+        shutil.rmtree(p, ignore_errors=True) if os.path.isdir(p) else (os.path.exists(p) and os.remove(p))
+    shutil.rmtree(os.path.join(WORK, "cache"), ignore_errors=True)
+    t = tool_cls(repo)
+    t.init(ds.path)
+    r = {}
+    r["first_s"], rss1, _ = t.backup(ds.path)
+    r["first_stored"] = t.stored()
+    r["unchanged_s"], rss2, _ = t.backup(ds.path)
+    ds.change()
+    try:
+        before = t.stored()
+        r["changed_s"], rss3, _ = t.backup(ds.path)
+        r["changed_added"] = t.stored() - before
+    finally:
+        ds.revert()
+    r["restore_s"], rss4, _ = t.restore(target)
+    r["stored"] = t.stored()
+    r["peak_rss"] = max(rss1, rss2, rss3, rss4)
+    shutil.rmtree(repo, ignore_errors=True)
+    shutil.rmtree(target, ignore_errors=True)
+    return r
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--datasets", default="kernel,small,large")
+    ap.add_argument("--tools", default="coffer,restic,rustic,borg,bupstash")
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--quick", action="store_true", help="one repetition, datasets at 1/8 size (smoke run)")
+    args = ap.parse_args()
+    scale = 0.125 if args.quick else 1.0
+    reps = 1 if args.quick else args.reps
+    os.makedirs(WORK, exist_ok=True)
+    tools = [TOOLS[n] for n in args.tools.split(",")]
+    missing = [t.name for t in tools if not t(WORK).available()]
+    tools = [t for t in tools if t.name not in missing]
+    results = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": os.uname().machine, "cores": os.cpu_count(),
+               "reps": reps, "missing_tools": missing, "datasets": {}}
+
+    for dname in args.datasets.split(","):
+        ds = DATASETS[dname](scale)
+        size = ds.size()
+        print(f"== {dname}: {size / 1e9:.2f} GB at {ds.path}", file=sys.stderr)
+        hw = json.loads(subprocess.run([COFFER_BENCH, "hwlimit", ds.path], check=True, stdout=subprocess.PIPE).stdout)
+        runs = {t.name: [] for t in tools}
+        for rep in range(reps):
+            order = tools[rep % len(tools):] + tools[: rep % len(tools)]
+            for t in order:
+                print(f"   rep {rep + 1}/{reps} {t.name}", file=sys.stderr)
+                runs[t.name].append(measure(t, ds))
+        med = {n: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for n, rs in runs.items() if rs}
+        entry = {"bytes": size, "hardware": hw, "median": med, "runs": runs}
+        if "coffer" in med:
+            c = med["coffer"]
+            entry["coffer_first_gbps"] = size / c["first_s"] / 1e9
+            entry["coffer_fraction_of_hw_limit"] = entry["coffer_first_gbps"] / hw["hardware_limit_gbps"]
+            entry["coffer_vs"] = {
+                n: {"first_speedup": m["first_s"] / c["first_s"], "unchanged_speedup": m["unchanged_s"] / c["unchanged_s"],
+                    "restore_speedup": m["restore_s"] / c["restore_s"], "stored_ratio": c["stored"] / m["stored"],
+                    "rss_ratio": c["peak_rss"] / m["peak_rss"]}
+                for n, m in med.items() if n != "coffer"}
+        results["datasets"][dname] = entry
+
+    results["index_memory"] = json.loads(
+        subprocess.run([COFFER_BENCH, "index-memory", "10000000"], check=True, stdout=subprocess.PIPE).stdout)
+    out_dir = os.path.join(ROOT, "bench/out")
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, "results.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    print_table(results)
+
+
+def print_table(res):
+    print(f"\nCoffer benchmark {res['date']} ({res['cores']} cores, median of {res['reps']})")
+    if res["missing_tools"]:
+        print(f"not installed: {', '.join(res['missing_tools'])}")
+    for dname, e in res["datasets"].items():
+        med = e["median"]
+        names = list(med)
+        print(f"\n[{dname}] {e['bytes'] / 1e9:.2f} GB; hardware limit {e['hardware']['hardware_limit_gbps']:.2f} GB/s "
+              f"(page cache {e['hardware']['page_cache_read_gbps']:.2f}, pipeline on {e['hardware']['threads']} cores "
+              f"{e['hardware']['pipeline_all_cores_gbps']:.2f})")
+        print(f"{'':24}" + "".join(f"{n:>12}" for n in names))
+        rows = [("first backup (s)", "first_s", "{:.2f}"), ("unchanged backup (s)", "unchanged_s", "{:.2f}"),
+                ("backup after change (s)", "changed_s", "{:.2f}"), ("added by change (MB)", "changed_added", "{:.1f}"),
+                ("restore (s)", "restore_s", "{:.2f}"), ("stored (MB)", "stored", "{:.1f}"),
+                ("peak RSS (MB)", "peak_rss", "{:.0f}")]
+        for label, k, fmt in rows:
+            vals = [med[n][k] / (1e6 if k in ("changed_added", "stored", "peak_rss") else 1) for n in names]
+            print(f"{label:24}" + "".join(f"{fmt.format(v):>12}" for v in vals))
+        if "coffer_vs" in e:
+            print(f"coffer first backup {e['coffer_first_gbps']:.2f} GB/s = {100 * e['coffer_fraction_of_hw_limit']:.0f}% of the hardware limit")
+            for n, v in e["coffer_vs"].items():
+                print(f"  vs {n:9} first x{v['first_speedup']:.2f}  unchanged x{v['unchanged_speedup']:.2f}  "
+                      f"restore x{v['restore_speedup']:.2f}  stored {v['stored_ratio']:.2f}  RSS {v['rss_ratio']:.2f}")
+    im = res["index_memory"]
+    print(f"\nindex memory: {im['bytes_per_chunk']:.1f} bytes/chunk at {im['chunks']:,} chunks "
+          f"= {im['bytes_per_tib_unique_at_default_chunk'] / 2**30:.2f} GiB per TiB of unique data at 64 KiB chunks")
+
+
+if __name__ == "__main__":
+    main()
