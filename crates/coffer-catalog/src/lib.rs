@@ -10,6 +10,7 @@
 //! Schema changes are applied by [`Catalog::open`] through numbered migrations
 //! recorded in SQLite's `user_version` (see [`SCHEMA_VERSION`]).
 
+mod kv;
 mod rows;
 mod schema;
 
@@ -17,6 +18,7 @@ use std::{path::Path, time::Duration};
 
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
+pub use kv::*;
 pub use rows::*;
 pub use schema::SCHEMA_VERSION;
 

@@ -5,7 +5,7 @@
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
 
-pub(crate) const MIGRATIONS: [&str; 1] = [V1];
+pub(crate) const MIGRATIONS: [&str; 2] = [V1, V2];
 
 const V1: &str = r#"
 CREATE TABLE instance (
@@ -107,5 +107,107 @@ CREATE TABLE activity_log (
     resource_id TEXT NOT NULL,
     status      TEXT NOT NULL,
     error_code  TEXT
+);
+"#;
+
+/// Part 2: principals (the administrator, user- and system-assigned managed
+/// identities), RBAC role assignments (ARM and managed-HSM local), key vaults,
+/// keys and their immutable versions (private material sealed under the master
+/// key), the key audit log and the key event feed.
+const V2: &str = r#"
+CREATE TABLE principals (
+    principal_id      TEXT PRIMARY KEY COLLATE NOCASE,
+    kind              TEXT NOT NULL CHECK (kind IN ('Administrator', 'UserAssigned', 'SystemAssigned')),
+    name              TEXT COLLATE NOCASE,
+    resource_group    TEXT COLLATE NOCASE,
+    client_id         TEXT NOT NULL,
+    -- SystemAssigned: the ARM id of the resource that owns the identity
+    owner_resource_id TEXT COLLATE NOCASE,
+    created           TEXT NOT NULL,
+    created_by        TEXT NOT NULL,
+    tags_json         TEXT NOT NULL DEFAULT '{}'
+);
+CREATE UNIQUE INDEX principals_user_assigned ON principals (resource_group, name)
+    WHERE kind = 'UserAssigned';
+CREATE UNIQUE INDEX principals_system_assigned ON principals (owner_resource_id)
+    WHERE kind = 'SystemAssigned';
+
+CREATE TABLE role_assignments (
+    id                 TEXT PRIMARY KEY COLLATE NOCASE,
+    role_definition_id TEXT NOT NULL COLLATE NOCASE,
+    principal_id       TEXT NOT NULL COLLATE NOCASE,
+    scope              TEXT NOT NULL COLLATE NOCASE,
+    -- NULL: an Azure RBAC assignment; else the managed HSM whose local RBAC it belongs to
+    hsm_guid           TEXT,
+    created            TEXT NOT NULL,
+    created_by         TEXT NOT NULL
+);
+CREATE INDEX role_assignments_principal ON role_assignments (principal_id);
+
+CREATE TABLE key_vaults (
+    guid               TEXT PRIMARY KEY,
+    -- DNS-unique like Azure: a soft-deleted vault keeps its name until purged
+    name               TEXT NOT NULL UNIQUE COLLATE NOCASE,
+    resource_group     TEXT NOT NULL COLLATE NOCASE,
+    kind               TEXT NOT NULL CHECK (kind IN ('vault', 'managedHSM')),
+    location           TEXT NOT NULL,
+    created            TEXT NOT NULL,
+    created_by         TEXT NOT NULL,
+    properties_json    TEXT NOT NULL,
+    tags_json          TEXT NOT NULL DEFAULT '{}',
+    deleted_ms         INTEGER,
+    scheduled_purge_ms INTEGER
+);
+
+CREATE TABLE kv_keys (
+    vault_guid           TEXT NOT NULL REFERENCES key_vaults(guid),
+    name                 TEXT NOT NULL COLLATE NOCASE,
+    current_version      TEXT NOT NULL,
+    rotation_policy_json TEXT,
+    created_ms           INTEGER NOT NULL,
+    updated_ms           INTEGER NOT NULL,
+    deleted_ms           INTEGER,
+    scheduled_purge_ms   INTEGER,
+    last_notify_ms       INTEGER,
+    PRIMARY KEY (vault_guid, name)
+);
+
+CREATE TABLE kv_key_versions (
+    vault_guid      TEXT NOT NULL,
+    name            TEXT NOT NULL COLLATE NOCASE,
+    version         TEXT NOT NULL COLLATE NOCASE,
+    kty             TEXT NOT NULL,
+    public_jwk_json TEXT NOT NULL,
+    attributes_json TEXT NOT NULL,
+    -- private key sealed under the instance master key (never in the clear)
+    sealed_private  BLOB NOT NULL,
+    created_ms      INTEGER NOT NULL,
+    updated_ms      INTEGER NOT NULL,
+    PRIMARY KEY (vault_guid, name, version),
+    FOREIGN KEY (vault_guid, name) REFERENCES kv_keys (vault_guid, name)
+);
+
+CREATE TABLE kv_audit (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    vault_guid  TEXT NOT NULL,
+    time_ms     INTEGER NOT NULL,
+    principal   TEXT NOT NULL,
+    operation   TEXT NOT NULL,
+    key_name    TEXT,
+    key_version TEXT,
+    result      TEXT NOT NULL,
+    error_code  TEXT
+);
+CREATE INDEX kv_audit_vault ON kv_audit (vault_guid, seq);
+
+CREATE TABLE key_events (
+    seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+    time_ms    INTEGER NOT NULL,
+    event_type TEXT NOT NULL,
+    vault_guid TEXT NOT NULL,
+    vault_name TEXT NOT NULL,
+    key_name   TEXT NOT NULL,
+    key_id     TEXT NOT NULL,
+    version    TEXT NOT NULL
 );
 "#;

@@ -46,6 +46,9 @@ pub(crate) struct Cli {
     /// Output format [default: table if stdout is a terminal, else json].
     #[arg(short = 'o', long, global = true, value_enum, ignore_case = true)]
     pub(crate) output: Option<OutputFormat>,
+    /// Act as this principal (object id) for authorization; default: the instance administrator.
+    #[arg(long, global = true, env = "COFFER_PRINCIPAL", value_name = "ID")]
+    pub(crate) as_principal: Option<String>,
     #[command(subcommand)]
     pub(crate) command: Command,
 }
@@ -76,6 +79,15 @@ pub(crate) enum Command {
     /// List and show jobs (backups, restores, deletions).
     #[command(subcommand)]
     Job(JobCmd),
+    /// Manage user-assigned managed identities.
+    #[command(subcommand)]
+    Identity(crate::kvargs::IdentityCmd),
+    /// Role definitions and role assignments (Azure RBAC).
+    #[command(subcommand)]
+    Role(crate::kvargs::RoleCmd),
+    /// Key vaults, keys and their cryptographic operations.
+    #[command(subcommand)]
+    Keyvault(crate::kvargs::KeyVaultCmd),
 }
 
 #[derive(Debug, Subcommand)]

@@ -5,6 +5,8 @@
 //! (`-o json` or `-o table`) or errors (stable codes, non-zero exit).
 
 mod args;
+mod kvargs;
+mod kvcmd;
 mod output;
 mod progress;
 
@@ -83,8 +85,16 @@ fn parse_tags(tags: &[String]) -> Result<BTreeMap<String, String>> {
 
 fn run(cli: Cli, p: &Printer) -> Result<()> {
     let home = resolve_home(cli.home)?;
-    let inst = Instance::open(home, cli.master_key_file)?;
+    let mut inst = Instance::open(home, cli.master_key_file)?;
+    if let Some(principal) = cli.as_principal.as_deref().filter(|s| !s.is_empty()) {
+        inst.act_as(principal)?;
+    }
+    // Coffer's background work: scheduled purges and key rotation policies.
+    inst.run_key_vault_background()?;
     match cli.command {
+        Command::Identity(cmd) => kvcmd::identity(&inst, cmd, p)?,
+        Command::Role(cmd) => kvcmd::role(&inst, cmd, p)?,
+        Command::Keyvault(cmd) => kvcmd::keyvault(&inst, cmd, p)?,
         Command::Group(cmd) => match cmd {
             GroupCmd::Create {
                 name,

@@ -128,6 +128,11 @@ impl Printer {
         }
     }
 
+    /// Prints a JSON-shaped result (part-2 resources); `-o table` prints it indented too.
+    pub(crate) fn value<T: Serialize + ?Sized>(&self, v: &T) {
+        self.json(v);
+    }
+
     /// Prints an error on stderr.
     pub(crate) fn error(&self, e: &Error) {
         let mut err = std::io::stderr().lock();
@@ -142,11 +147,21 @@ impl Printer {
                 if let Some(j) = &e.job_id {
                     body.insert("jobId".into(), j.clone().into());
                 }
+                if let Some(i) = &e.inner_code {
+                    body.insert("innererror".into(), serde_json::json!({ "code": i }));
+                }
                 let env = serde_json::json!({ "error": body });
                 let _ = writeln!(err, "{env}");
             }
             OutputFormat::Table => {
-                let _ = writeln!(err, "error[{}]: {}", e.code.as_str(), e.message);
+                match &e.inner_code {
+                    Some(i) => {
+                        let _ = writeln!(err, "error[{}/{i}]: {}", e.code.as_str(), e.message);
+                    }
+                    None => {
+                        let _ = writeln!(err, "error[{}]: {}", e.code.as_str(), e.message);
+                    }
+                }
                 if let Some(j) = &e.job_id {
                     let _ = writeln!(err, "  job: {j}");
                 }

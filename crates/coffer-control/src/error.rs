@@ -69,6 +69,24 @@ pub enum ErrorCode {
     HomeDirectoryError,
     /// The process running a job stopped before the job finished.
     JobInterrupted,
+    /// The managed identity (or principal) does not exist.
+    IdentityNotFound,
+    /// No role definition with this name or id.
+    RoleDefinitionNotFound,
+    /// No role assignment with this id.
+    RoleAssignmentNotFound,
+    /// The calling principal may not perform this management-plane action at this scope (Azure RBAC).
+    AuthorizationFailed,
+    /// The key vault (or managed HSM) does not exist, or is soft-deleted.
+    KeyVaultNotFound,
+    /// Key Vault refused the operation: the caller lacks the permission (innererror ForbiddenByRbac or AccessDenied), the key is disabled, not yet active or expired (KeyDisabled, KeyNotYetValid, KeyExpired), the operation is not in key_ops (OperationNotAllowed), or purge protection forbids a purge (PurgeProtectionEnabled).
+    Forbidden,
+    /// The key (or key version, or deleted key) does not exist in this key vault.
+    KeyNotFound,
+    /// The key vault object is in a conflicting state; innererror ObjectIsDeletedButRecoverable: a soft-deleted key or vault keeps its name until it is recovered or purged.
+    Conflict,
+    /// A Key Vault parameter is invalid: key type, size or curve, algorithm (RSA1_5 is refused), a value that is not base64url or does not fit the key, retention days outside 7..90, an irreversible setting being turned off, or an HSM key type without a configured token.
+    BadParameter,
     /// An unexpected internal failure (a bug).
     InternalError,
 }
@@ -102,6 +120,15 @@ impl ErrorCode {
         Self::CatalogError,
         Self::HomeDirectoryError,
         Self::JobInterrupted,
+        Self::IdentityNotFound,
+        Self::RoleDefinitionNotFound,
+        Self::RoleAssignmentNotFound,
+        Self::AuthorizationFailed,
+        Self::KeyVaultNotFound,
+        Self::Forbidden,
+        Self::KeyNotFound,
+        Self::Conflict,
+        Self::BadParameter,
         Self::InternalError,
     ];
 
@@ -134,6 +161,15 @@ impl ErrorCode {
             Self::CatalogError => "CatalogError",
             Self::HomeDirectoryError => "HomeDirectoryError",
             Self::JobInterrupted => "JobInterrupted",
+            Self::IdentityNotFound => "IdentityNotFound",
+            Self::RoleDefinitionNotFound => "RoleDefinitionNotFound",
+            Self::RoleAssignmentNotFound => "RoleAssignmentNotFound",
+            Self::AuthorizationFailed => "AuthorizationFailed",
+            Self::KeyVaultNotFound => "KeyVaultNotFound",
+            Self::Forbidden => "Forbidden",
+            Self::KeyNotFound => "KeyNotFound",
+            Self::Conflict => "Conflict",
+            Self::BadParameter => "BadParameter",
             Self::InternalError => "InternalError",
         }
     }
@@ -213,6 +249,21 @@ impl ErrorCode {
                 "Check --home / COFFER_HOME and the permissions of that directory."
             }
             Self::JobInterrupted => "Run the operation again.",
+            Self::IdentityNotFound => "Check with `coffer identity list`.",
+            Self::RoleDefinitionNotFound => "List them with `coffer role definition list`.",
+            Self::RoleAssignmentNotFound => "List them with `coffer role assignment list`.",
+            Self::AuthorizationFailed => {
+                "Ask an administrator for a role assignment that grants the action (e.g. Contributor or Owner) at this scope or above."
+            }
+            Self::KeyVaultNotFound => "Check with `coffer keyvault list` (or `list-deleted`).",
+            Self::Forbidden => {
+                "Grant the permission (access policy or role assignment at the key or vault scope), or enable the key / fix its attributes."
+            }
+            Self::KeyNotFound => "Check with `coffer keyvault key list` / `list-deleted`.",
+            Self::Conflict => {
+                "Recover the deleted object, or purge it (unless purge protection is on), or choose another name."
+            }
+            Self::BadParameter => "Correct the parameter; see docs/keyvault.md.",
             Self::InternalError => return None,
         })
     }
@@ -235,6 +286,8 @@ pub struct Error {
     pub recommended_action: Option<String>,
     /// The job that recorded this failure, if one was created.
     pub job_id: Option<String>,
+    /// Key Vault `innererror.code` (e.g. `ForbiddenByRbac`, `ObjectIsDeletedButRecoverable`).
+    pub inner_code: Option<String>,
 }
 
 impl Error {
@@ -245,7 +298,14 @@ impl Error {
             message: message.into(),
             recommended_action: code.default_action().map(str::to_owned),
             job_id: None,
+            inner_code: None,
         }
+    }
+
+    /// Attaches a Key Vault inner error code.
+    pub fn with_inner(mut self, inner: impl Into<String>) -> Self {
+        self.inner_code = Some(inner.into());
+        self
     }
 
     /// Replaces the recommended action.

@@ -23,7 +23,8 @@ use std::{
 };
 
 use coffer_catalog::{
-    ActivityRow, Catalog, InstanceRow, JobFinish, JobStatus, PlatformKeyRow, ResourceGroupRow,
+    ActivityRow, Catalog, InstanceRow, JobFinish, JobStatus, PlatformKeyRow, PrincipalRow,
+    ResourceGroupRow,
 };
 use coffer_crypto::{PlatformKey, SecretKey, wrap};
 use serde::Serialize;
@@ -75,6 +76,10 @@ pub struct Instance {
     pub(crate) row: InstanceRow,
     pub(crate) master_key_file: PathBuf,
     pub(crate) pmk: PlatformKey,
+    /// The master key, kept to seal and open key vault key material.
+    pub(crate) master: SecretKey,
+    /// The principal data-plane and management calls are made as.
+    pub(crate) acting_principal: String,
 }
 
 impl std::fmt::Debug for Instance {
@@ -190,14 +195,27 @@ impl Instance {
             )
         })?;
         let pmk = unseal_platform_key(&master, &pmk_row)?;
-        drop(master);
 
+        catalog.ensure_principal(&PrincipalRow {
+            principal_id: row.admin_principal_id.clone(),
+            kind: "Administrator".into(),
+            name: Some("administrator".into()),
+            resource_group: None,
+            client_id: row.admin_principal_id.clone(),
+            owner_resource_id: None,
+            created: row.created.clone(),
+            created_by: row.admin_principal_id.clone(),
+            tags_json: "{}".into(),
+        })?;
+        let acting_principal = row.admin_principal_id.clone();
         let inst = Self {
             home,
             catalog,
             row,
             master_key_file: key_path,
             pmk,
+            master,
+            acting_principal,
         };
         inst.reap_interrupted_jobs()?;
         Ok(inst)
@@ -228,9 +246,30 @@ impl Instance {
         &self.row.subscription_id
     }
 
-    /// The calling principal: for now always the instance administrator.
-    pub(crate) fn principal(&self) -> &str {
+    /// The calling principal (the administrator unless [`Instance::act_as`] chose another).
+    pub fn principal(&self) -> &str {
+        &self.acting_principal
+    }
+
+    /// The instance administrator's principal id.
+    pub fn admin_principal(&self) -> &str {
         &self.row.admin_principal_id
+    }
+
+    /// Makes later calls act as `principal_id` (the administrator or a managed
+    /// identity); `IdentityNotFound` if no such principal exists.
+    pub fn act_as(&mut self, principal_id: &str) -> Result<()> {
+        let p = self
+            .catalog
+            .principal(principal_id.trim())?
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorCode::IdentityNotFound,
+                    format!("no principal with id '{principal_id}' exists in this instance"),
+                )
+            })?;
+        self.acting_principal = p.principal_id;
+        Ok(())
     }
 
     /// Records a mutating operation in the activity log (best effort: a failure to

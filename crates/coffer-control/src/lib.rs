@@ -13,12 +13,15 @@
 
 mod error;
 mod groups;
+mod identity;
 mod instance;
 mod jobs;
 mod keys;
+mod keyvault;
 mod names;
 mod operations;
 mod procinfo;
+pub mod rbac;
 pub mod resources;
 mod util;
 mod vaults;
@@ -26,6 +29,11 @@ mod vaults;
 pub use coffer_engine::{NoProgress, Progress};
 pub use error::{Error, ErrorCode, Result};
 pub use instance::{Instance, InstanceInfo, MASTER_KEY_FILE_NAME};
+pub use keyvault::{
+    AccessPolicy, KeyAttributeUpdate, KeyCreateOptions, KeyEvent, KeyOperationResult, KeyRef,
+    KeyVaultClient, KeyVaultOptions, Permissions, UnwrapResult, VAULT_DNS_SUFFIX,
+    parse_iso_duration_ms,
+};
 pub use names::{validate_group_name, validate_instance_name, validate_vault_name};
 pub use operations::{RecoveryOption, RestoreSpec, RestoreTarget};
 pub use vaults::{DatasourceSpec, DatasourceType, VaultCreateOptions};

@@ -62,6 +62,15 @@ pub fn validate_instance_name(name: &str) -> Result<()> {
     }
 }
 
+/// `Ok` if a naming rule holds, else `InvalidResourceName` with `message()`.
+pub(crate) fn name_rule(ok: bool, message: impl FnOnce() -> String) -> Result<()> {
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::new(ErrorCode::InvalidResourceName, message()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -50,3 +50,16 @@ pub(crate) fn new_guid() -> String {
 pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
+
+/// Test-clock offset: `COFFER_TEST_CLOCK_OFFSET_SECS` moves key vault time (soft-delete
+/// retention, rotation policies, key validity) forward, so tests need no long sleeps.
+pub(crate) const CLOCK_OFFSET_ENV: &str = "COFFER_TEST_CLOCK_OFFSET_SECS";
+
+/// Now, unix milliseconds, on the key vault clock (real time plus the test offset).
+pub(crate) fn clock_ms() -> i64 {
+    let offset = std::env::var(CLOCK_OFFSET_ENV)
+        .ok()
+        .and_then(|v| v.trim().parse::<i64>().ok())
+        .unwrap_or(0);
+    now_ms().saturating_add(offset.saturating_mul(1000))
+}

@@ -1,0 +1,704 @@
+//! Black-box tests of part 2 through the `coffer` binary: identities, RBAC and
+//! access-policy permission matrices, key state refusals, soft delete with a test
+//! clock, rotation policies, and interoperability with Python's `cryptography`.
+
+mod common;
+
+use common::{Coffer, Out};
+
+const DEK_B64: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8"; // bytes 0..32
+
+/// Short spellings of the roles used here (GUIDs and names are both accepted).
+const CSEU: &str = "Key Vault Crypto Service Encryption User";
+const CRYPTO_USER: &str = "12338af0-0e69-4776-bea7-57ae8d297424";
+const KV_READER: &str = "Key Vault Reader";
+
+/// Runs `coffer -o json [--as-principal WHO] WORDS...`; `line` is split on spaces.
+fn sh(c: &Coffer, who: Option<&str>, line: &str) -> Out {
+    let mut args = vec!["-o", "json"];
+    if let Some(p) = who {
+        args.extend(["--as-principal", p]);
+    }
+    args.extend(line.split_whitespace());
+    c.run(&args)
+}
+
+/// The same at a test clock `days` in the future.
+fn sh_at(c: &Coffer, days: i64, line: &str) -> Out {
+    let mut args = vec!["-o", "json"];
+    args.extend(line.split_whitespace());
+    let mut cmd = c.command(&args);
+    cmd.env("COFFER_TEST_CLOCK_OFFSET_SECS", (days * 86_400).to_string());
+    c.run_with(cmd, None)
+}
+
+fn admin(c: &Coffer, line: &str) -> serde_json::Value {
+    sh(c, None, line).ok().clone()
+}
+
+fn identity(c: &Coffer, name: &str) -> String {
+    admin(c, &format!("identity create -n {name}"))["principalId"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+fn assign(c: &Coffer, role: &str, who: &str, scope: &str) -> serde_json::Value {
+    c.run(&[
+        "-o",
+        "json",
+        "role",
+        "assignment",
+        "create",
+        "--role",
+        role,
+        "--assignee",
+        who,
+        "--scope",
+        scope,
+    ])
+    .ok()
+    .clone()
+}
+
+fn wrap(c: &Coffer, who: Option<&str>, kv: &str, key: &str) -> Out {
+    sh(
+        c,
+        who,
+        &format!("keyvault key wrap --vault-name {kv} -n {key} --value {DEK_B64}"),
+    )
+}
+
+fn wrapped(c: &Coffer, kv: &str, key: &str) -> String {
+    wrap(c, None, kv, key).ok()["value"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+fn inner(o: &Out) -> String {
+    o.err()["innererror"]["code"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn count(v: &serde_json::Value) -> usize {
+    v.as_array().map_or(0, Vec::len)
+}
+
+/// get / wrapKey / unwrapKey of `who` on `kv`/`key`: `expect` says which succeed;
+/// refusals must be `Forbidden` with inner code `deny`.
+fn matrix(c: &Coffer, who: &str, kv: &str, key: &str, expect: [bool; 3], w: &str, deny: &str) {
+    let sel = format!("--vault-name {kv} -n {key}");
+    let outs = [
+        sh(c, Some(who), &format!("keyvault key show {sel}")),
+        wrap(c, Some(who), kv, key),
+        sh(
+            c,
+            Some(who),
+            &format!("keyvault key unwrap {sel} --value {w}"),
+        ),
+    ];
+    for ((out, ok), op) in outs.iter().zip(expect).zip(["get", "wrapKey", "unwrapKey"]) {
+        if ok {
+            let v = out.ok();
+            if op == "unwrapKey" {
+                assert_eq!(v["value"], DEK_B64);
+            }
+        } else {
+            assert_eq!(out.code(), "Forbidden", "{op} by {who} on {kv}/{key}");
+            assert_eq!(inner(out), deny, "{op}");
+        }
+    }
+}
+
+#[test]
+fn rbac_permission_matrix_and_audit() {
+    let c = Coffer::new();
+    let vault_id = admin(&c, "keyvault create -n kv-rbac")["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    admin(&c, "keyvault create -n kv-other");
+    for (kv, k) in [("kv-rbac", "k1"), ("kv-rbac", "k2"), ("kv-other", "k1")] {
+        admin(&c, &format!("keyvault key create --vault-name {kv} -n {k}"));
+    }
+    let w1 = wrapped(&c, "kv-rbac", "k1");
+    let w2 = wrapped(&c, "kv-rbac", "k2");
+    let app = identity(&c, "app");
+    let group_scope = vault_id.split("/providers/").next().unwrap().to_owned();
+
+    let k1_refused = || {
+        matrix(
+            &c,
+            &app,
+            "kv-rbac",
+            "k1",
+            [false; 3],
+            &w1,
+            "ForbiddenByRbac",
+        )
+    };
+    k1_refused();
+    // Grants on another key and on another vault do not reach k1.
+    let a1 = assign(&c, CSEU, &app, &format!("{vault_id}/keys/k2"));
+    let a2 = assign(&c, CSEU, &app, &vault_id.replace("kv-rbac", "kv-other"));
+    k1_refused();
+    matrix(&c, &app, "kv-rbac", "k2", [true; 3], &w2, "");
+    // Key Vault Reader at the vault: get only.
+    let a3 = assign(&c, KV_READER, &app, &vault_id);
+    matrix(
+        &c,
+        &app,
+        "kv-rbac",
+        "k1",
+        [true, false, false],
+        &w1,
+        "ForbiddenByRbac",
+    );
+    // The CMK role at the key scope: all three.
+    assign(&c, CSEU, &app, &format!("{vault_id}/keys/k1"));
+    matrix(&c, &app, "kv-rbac", "k1", [true; 3], &w1, "");
+
+    // Owner (management only) gives no data access; a resource-group grant inherits.
+    let app2 = identity(&c, "app2");
+    assign(&c, "Owner", &app2, &group_scope);
+    matrix(
+        &c,
+        &app2,
+        "kv-rbac",
+        "k1",
+        [false; 3],
+        &w1,
+        "ForbiddenByRbac",
+    );
+    assign(&c, CRYPTO_USER, &app2, &group_scope);
+    matrix(&c, &app2, "kv-rbac", "k1", [true; 3], &w1, "");
+
+    // An identity without a management role cannot grant itself anything.
+    let e = c.run(&[
+        "-o",
+        "json",
+        "--as-principal",
+        &app,
+        "role",
+        "assignment",
+        "create",
+        "--role",
+        "Owner",
+        "--assignee",
+        &app,
+        "--scope",
+        &group_scope,
+    ]);
+    assert_eq!(e.code(), "AuthorizationFailed");
+    for a in [&a1, &a2, &a3] {
+        admin(
+            &c,
+            &format!(
+                "role assignment delete --ids {}",
+                a["name"].as_str().unwrap()
+            ),
+        );
+    }
+    matrix(
+        &c,
+        &app,
+        "kv-rbac",
+        "k2",
+        [false; 3],
+        &w2,
+        "ForbiddenByRbac",
+    );
+    assert_eq!(
+        count(&admin(
+            &c,
+            &format!("role assignment list --assignee {app}")
+        )),
+        1
+    );
+
+    let defs = admin(&c, "role definition list");
+    for name in [
+        "Owner",
+        "Contributor",
+        "Reader",
+        "Key Vault Administrator",
+        "Key Vault Crypto Officer",
+        "Key Vault Crypto User",
+        CSEU,
+        KV_READER,
+        "Managed HSM Administrator",
+        "Managed HSM Crypto Officer",
+        "Managed HSM Crypto User",
+        "Managed HSM Crypto Service Encryption User",
+        "Managed HSM Crypto Auditor",
+    ] {
+        assert!(
+            defs.as_array()
+                .unwrap()
+                .iter()
+                .any(|d| d["roleName"] == name),
+            "{name}"
+        );
+    }
+    let cseu = defs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["roleName"] == CSEU)
+        .unwrap();
+    assert_eq!(cseu["name"], "e147488a-f6f5-4113-8e2d-b22465e65bf6");
+
+    // Audit: refused and allowed calls, with principal, operation and version.
+    let audit = admin(&c, "keyvault audit list -n kv-rbac");
+    let rows = audit.as_array().unwrap();
+    let has = |result: &str, code: serde_json::Value| {
+        rows.iter().any(|r| {
+            r["callerPrincipalId"] == app.as_str()
+                && r["operationName"] == "unwrapKey"
+                && r["result"] == result
+                && r["errorCode"] == code
+                && r["keyName"] == "k1"
+        })
+    };
+    assert!(has("Failed", "ForbiddenByRbac".into()));
+    assert!(has("Succeeded", serde_json::Value::Null));
+    assert!(rows.iter().all(|r| r["time"].is_string()));
+}
+
+#[test]
+fn access_policy_matrix_and_key_state_refusals() {
+    let c = Coffer::new();
+    let kv = admin(
+        &c,
+        "keyvault create -n kv-ap --enable-rbac-authorization false",
+    );
+    assert_eq!(kv["properties"]["enableRbacAuthorization"], false);
+    admin(
+        &c,
+        "keyvault create -n kv-ap2 --enable-rbac-authorization false",
+    );
+    admin(&c, "keyvault key create --vault-name kv-ap -n k1");
+    let w = wrapped(&c, "kv-ap", "k1");
+    let app = identity(&c, "app");
+    matrix(&c, &app, "kv-ap", "k1", [false; 3], &w, "AccessDenied");
+    // A policy on another vault does not help; RBAC roles are ignored in this mode.
+    admin(
+        &c,
+        &format!("keyvault set-policy -n kv-ap2 --object-id {app} --key-permissions all"),
+    );
+    assign(&c, CRYPTO_USER, &app, kv["id"].as_str().unwrap());
+    matrix(&c, &app, "kv-ap", "k1", [false; 3], &w, "AccessDenied");
+    let steps = [
+        ("get", [true, false, false]),
+        ("wrapKey", [true, true, false]),
+        ("unwrapKey", [true; 3]),
+    ];
+    for (perm, expect) in steps {
+        admin(
+            &c,
+            &format!("keyvault set-policy -n kv-ap --object-id {app} --key-permissions {perm}"),
+        );
+        matrix(&c, &app, "kv-ap", "k1", expect, &w, "AccessDenied");
+    }
+    admin(
+        &c,
+        &format!("keyvault delete-policy -n kv-ap --object-id {app}"),
+    );
+    matrix(&c, &app, "kv-ap", "k1", [false; 3], &w, "AccessDenied");
+
+    // Disabled, expired, not yet valid, key_ops, RSA1_5, unknown key, HSM without a token.
+    let set = |attrs: &str| {
+        admin(
+            &c,
+            &format!("keyvault key set-attributes --vault-name kv-ap -n k1 {attrs}"),
+        )
+    };
+    for (attrs, code) in [
+        ("--enabled false", "KeyDisabled"),
+        ("--enabled true --expires 1000", "KeyExpired"),
+        ("--expires 0 --not-before 99999999999", "KeyNotYetValid"),
+        ("--not-before 0 --ops sign verify", "OperationNotAllowed"),
+    ] {
+        set(attrs);
+        assert_eq!(inner(&wrap(&c, None, "kv-ap", "k1")), code, "{attrs}");
+    }
+    set("--ops wrapKey unwrapKey");
+    wrap(&c, None, "kv-ap", "k1").ok();
+    let sel = "--vault-name kv-ap -n k1";
+    assert_eq!(
+        sh(
+            &c,
+            None,
+            &format!("keyvault key wrap {sel} -a RSA1_5 --value {DEK_B64}")
+        )
+        .code(),
+        "BadParameter"
+    );
+    assert_eq!(
+        sh(&c, None, "keyvault key show --vault-name kv-ap -n nope").code(),
+        "KeyNotFound"
+    );
+    let e = sh(
+        &c,
+        None,
+        "keyvault key create --vault-name kv-ap -n h --kty RSA-HSM",
+    );
+    assert!(e.err()["message"].as_str().unwrap().contains("PKCS#11"));
+    assert_eq!(
+        sh(&c, None, "keyvault create --hsm-name hsm1").code(),
+        "BadParameter"
+    );
+
+    // EC keys sign and verify digests.
+    admin(
+        &c,
+        "keyvault key create --vault-name kv-ap -n ec --kty EC --curve P-384",
+    );
+    let digest = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8gISIjJCUmJygpKissLS4v"; // 48 bytes
+    let sel = "--vault-name kv-ap -n ec -a ES384";
+    let sig = admin(&c, &format!("keyvault key sign {sel} --value {digest}"))["value"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let ok = admin(
+        &c,
+        &format!("keyvault key verify {sel} --value {digest} --signature {sig}"),
+    );
+    assert_eq!(ok["value"], true);
+}
+
+#[test]
+fn soft_delete_recover_reuse_purge_and_scheduled_purge() {
+    let c = Coffer::new();
+    admin(&c, "keyvault create -n kv-sd --retention-days 7");
+    admin(
+        &c,
+        "keyvault create -n kv-pp --retention-days 7 --enable-purge-protection true",
+    );
+    let shown = admin(&c, "keyvault key create --vault-name kv-sd -n k");
+    admin(&c, "keyvault key create --vault-name kv-pp -n k");
+    assert_eq!(shown["attributes"]["recoverableDays"], 7);
+    assert_eq!(
+        shown["attributes"]["recoveryLevel"],
+        "CustomizedRecoverable+Purgeable"
+    );
+    let kid = shown["key"]["kid"].as_str().unwrap();
+    assert!(
+        kid.starts_with("https://kv-sd.vault.coffer.local/keys/k/"),
+        "{kid}"
+    );
+    assert_eq!(kid.rsplit('/').next().unwrap().len(), 32);
+    // Irreversible settings, retention bounds.
+    for line in [
+        "keyvault update -n kv-pp --enable-purge-protection false",
+        "keyvault update -n kv-sd --enable-soft-delete false",
+        "keyvault create -n kv-bad --retention-days 6",
+    ] {
+        assert_eq!(sh(&c, None, line).code(), "BadParameter", "{line}");
+    }
+
+    let sd = "--vault-name kv-sd -n k";
+    let del = admin(&c, &format!("keyvault key delete {sd}"));
+    assert!(
+        del["recoveryId"]
+            .as_str()
+            .unwrap()
+            .ends_with("/deletedkeys/k")
+    );
+    assert_eq!(
+        sh(&c, None, &format!("keyvault key show {sd}")).code(),
+        "KeyNotFound"
+    );
+    let e = sh(&c, None, &format!("keyvault key create {sd}"));
+    assert_eq!(
+        (e.code(), inner(&e)),
+        ("Conflict".into(), "ObjectIsDeletedButRecoverable".into())
+    );
+    assert_eq!(
+        count(&admin(&c, "keyvault key list-deleted --vault-name kv-sd")),
+        1
+    );
+    admin(&c, &format!("keyvault key recover {sd}"));
+    wrap(&c, None, "kv-sd", "k").ok();
+    // Purge works without purge protection, and destroys the key for good...
+    admin(&c, &format!("keyvault key delete {sd}"));
+    admin(&c, &format!("keyvault key purge {sd}"));
+    assert_eq!(
+        sh(&c, None, &format!("keyvault key recover {sd}")).code(),
+        "KeyNotFound"
+    );
+    admin(&c, &format!("keyvault key create {sd}"));
+    // ...and is refused under it.
+    let pp = "--vault-name kv-pp -n k";
+    admin(&c, &format!("keyvault key delete {pp}"));
+    let e = sh(&c, None, &format!("keyvault key purge {pp}"));
+    assert_eq!(e.code(), "Forbidden");
+    assert!(
+        e.err()["message"]
+            .as_str()
+            .unwrap()
+            .contains("purge protection")
+    );
+    // Six days on it is still there; eight days on the background work purged it.
+    sh_at(&c, 6, "keyvault show -n kv-pp").ok();
+    assert_eq!(
+        count(&admin(&c, "keyvault key list-deleted --vault-name kv-pp")),
+        1
+    );
+    sh_at(&c, 8, "keyvault show -n kv-pp").ok();
+    assert_eq!(
+        count(&admin(&c, "keyvault key list-deleted --vault-name kv-pp")),
+        0
+    );
+    assert_eq!(
+        sh(&c, None, &format!("keyvault key recover {pp}")).code(),
+        "KeyNotFound"
+    );
+    admin(&c, &format!("keyvault key create {pp}"));
+
+    // Vaults: soft delete keeps the name, recover, purge refusal, scheduled purge.
+    admin(&c, "keyvault delete -n kv-sd");
+    assert_eq!(
+        sh(&c, None, "keyvault show -n kv-sd").code(),
+        "KeyVaultNotFound"
+    );
+    assert_eq!(sh(&c, None, "keyvault create -n kv-sd").code(), "Conflict");
+    admin(&c, "keyvault recover -n kv-sd");
+    wrap(&c, None, "kv-sd", "k").ok();
+    admin(&c, "keyvault delete -n kv-pp");
+    assert_eq!(sh(&c, None, "keyvault purge -n kv-pp").code(), "Forbidden");
+    assert_eq!(count(&admin(&c, "keyvault list-deleted")), 1);
+    sh_at(&c, 8, "keyvault list").ok();
+    assert_eq!(count(&admin(&c, "keyvault list-deleted")), 0);
+    admin(&c, "keyvault create -n kv-pp");
+}
+
+#[test]
+fn rotation_policy_makes_versions_and_old_versions_still_unwrap() {
+    let c = Coffer::new();
+    admin(&c, "keyvault create -n kv-rot");
+    let sel = "--vault-name kv-rot -n cmk";
+    let v1 = admin(&c, &format!("keyvault key create {sel}"))["key"]["kid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let w1 = wrap(&c, None, "kv-rot", "cmk").ok().clone();
+    assert_eq!(w1["kid"], v1.as_str());
+    let policy = |json: &str| {
+        c.run(&[
+            "-o",
+            "json",
+            "keyvault",
+            "key",
+            "rotation-policy",
+            "update",
+            "--vault-name",
+            "kv-rot",
+            "-n",
+            "cmk",
+            "--value",
+            json,
+        ])
+    };
+    assert_eq!(
+        policy(r#"{"lifetimeActions":[],"attributes":{"expiryTime":"P27D"}}"#).code(),
+        "BadParameter"
+    );
+    let p = policy(
+        r#"{"lifetimeActions":[{"trigger":{"timeAfterCreate":"P30D"},"action":{"type":"Rotate"}},
+            {"trigger":{"timeBeforeExpiry":"P10D"},"action":{"type":"notify"}}],
+            "attributes":{"expiryTime":"P90D"}}"#,
+    );
+    assert!(
+        p.ok()["id"]
+            .as_str()
+            .unwrap()
+            .ends_with("/keys/cmk/rotationpolicy")
+    );
+    assert_eq!(
+        admin(&c, &format!("keyvault key rotation-policy show {sel}"))["lifetimeActions"][1]["action"]
+            ["type"],
+        "Notify"
+    );
+    // Rotate now: a new version whose exp comes from the policy.
+    let v2 = admin(&c, &format!("keyvault key rotate {sel}"));
+    assert!(v2["attributes"]["exp"].is_i64());
+    // Thirty-one days on, the background work rotated by itself.
+    sh_at(&c, 31, "keyvault list").ok();
+    assert_eq!(
+        count(&admin(&c, &format!("keyvault key list-versions {sel}"))),
+        3
+    );
+    let cur = admin(&c, &format!("keyvault key show {sel}"))["key"]["kid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(cur != v1 && cur != v2["key"]["kid"].as_str().unwrap());
+    // The old version still unwraps what it wrapped; the current one cannot.
+    let ver1 = v1.rsplit('/').next().unwrap();
+    let w = w1["value"].as_str().unwrap();
+    let u = admin(
+        &c,
+        &format!("keyvault key unwrap {sel} --version {ver1} --value {w}"),
+    );
+    assert_eq!(u["value"], DEK_B64);
+    assert_eq!(
+        sh(&c, None, &format!("keyvault key unwrap {sel} --value {w}")).code(),
+        "BadParameter"
+    );
+    let audit = admin(&c, "keyvault audit list -n kv-rot");
+    assert!(
+        audit.as_array().unwrap().iter().any(
+            |r| r["callerPrincipalId"] == "KeyRotationPolicy" && r["operationName"] == "rotate"
+        )
+    );
+}
+
+const PY: &str = r#"
+import sys, base64
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa, padding
+def b64(b): return base64.urlsafe_b64encode(b).decode().rstrip("=")
+def unb64(s): return base64.urlsafe_b64decode(s + "=" * (-len(s) % 4))
+def oaep(alg):
+    h = hashes.SHA256() if alg == "RSA-OAEP-256" else hashes.SHA1()
+    return padding.OAEP(mgf=padding.MGF1(algorithm=h), algorithm=h, label=None)
+cmd, path = sys.argv[1], sys.argv[2]
+data = open(path, "rb").read() if cmd != "gen" else None
+if cmd == "gen":
+    k = rsa.generate_private_key(public_exponent=65537, key_size=int(sys.argv[3]))
+    open(path, "wb").write(k.private_bytes(serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+elif cmd == "wrap":
+    k = serialization.load_pem_private_key(data, None).public_key()
+    print(b64(k.encrypt(unb64(sys.argv[4]), oaep(sys.argv[3]))))
+elif cmd == "wrap-pub":
+    print(b64(serialization.load_pem_public_key(data).encrypt(unb64(sys.argv[4]), oaep(sys.argv[3]))))
+elif cmd == "unwrap":
+    k = serialization.load_pem_private_key(data, None)
+    print(b64(k.decrypt(unb64(sys.argv[4]), oaep(sys.argv[3]))))
+"#;
+
+fn python(args: &[&str]) -> String {
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(PY)
+        .args(args)
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "python failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+#[test]
+fn interoperability_with_python_cryptography() {
+    let has = std::process::Command::new("python3")
+        .args(["-c", "import cryptography"])
+        .status();
+    if !has.is_ok_and(|s| s.success()) {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI needs python3 `cryptography` (.ci/run installs it)"
+        );
+        eprintln!("skipping: python3 with `cryptography` is not installed");
+        return;
+    }
+    let c = Coffer::new();
+    admin(&c, "keyvault create -n kv-py");
+    let pem = c.path("py.pem");
+    let pem_s = pem.to_str().unwrap();
+    python(&["gen", pem_s, "3072"]);
+    let imported = admin(
+        &c,
+        &format!("keyvault key import --vault-name kv-py -n pykey --pem-file {pem_s}"),
+    );
+    assert_eq!(imported["key"]["kty"], "RSA");
+    assert!(imported["key"].get("d").is_none() && imported["key"].get("p").is_none());
+    let sel = "--vault-name kv-py -n pykey";
+    for alg in ["RSA-OAEP-256", "RSA-OAEP"] {
+        // Python wraps with the public key; Coffer unwraps.
+        let w = python(&["wrap", pem_s, alg, DEK_B64]);
+        let u = admin(
+            &c,
+            &format!("keyvault key unwrap {sel} -a {alg} --value {w}"),
+        );
+        assert_eq!(u["value"], DEK_B64, "{alg}");
+        // Coffer wraps; Python unwraps with the private key.
+        let w = admin(
+            &c,
+            &format!("keyvault key wrap {sel} -a {alg} --value {DEK_B64}"),
+        );
+        assert_eq!(
+            python(&["unwrap", pem_s, alg, w["value"].as_str().unwrap()]),
+            DEK_B64,
+            "{alg}"
+        );
+    }
+    // The public key `download` writes wraps DEKs Coffer unwraps.
+    admin(
+        &c,
+        "keyvault key create --vault-name kv-py -n gen --size 2048",
+    );
+    let pubf = c.path("pub.pem");
+    admin(
+        &c,
+        &format!(
+            "keyvault key download --vault-name kv-py -n gen -f {}",
+            pubf.display()
+        ),
+    );
+    let w = python(&["wrap-pub", pubf.to_str().unwrap(), "RSA-OAEP-256", DEK_B64]);
+    let u = admin(
+        &c,
+        &format!("keyvault key unwrap --vault-name kv-py -n gen --value {w}"),
+    );
+    assert_eq!(u["value"], DEK_B64);
+    // The imported private key is not in the catalog in the clear.
+    let body: String = std::fs::read_to_string(&pem)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect();
+    let needle = &body.as_bytes()[40..80];
+    for f in ["catalog.db", "catalog.db-wal"] {
+        let bytes = std::fs::read(c.home.join(f)).unwrap_or_default();
+        assert!(!bytes.windows(needle.len()).any(|w| w == needle), "{f}");
+    }
+}
+
+#[test]
+fn identities_lifecycle() {
+    let c = Coffer::new();
+    let id = admin(&c, "identity create -n backup-id");
+    let arm = id["id"].as_str().unwrap();
+    assert!(arm.ends_with("/resourceGroups/default/providers/Microsoft.ManagedIdentity/userAssignedIdentities/backup-id"));
+    assert_eq!(id["principalId"].as_str().unwrap().len(), 36);
+    assert_eq!(id["clientId"].as_str().unwrap().len(), 36);
+    assert_eq!(
+        sh(&c, None, "identity create -n backup-id").code(),
+        "ResourceAlreadyExists"
+    );
+    assert_eq!(count(&admin(&c, "identity list")), 1);
+    let nobody = "00000000-0000-0000-0000-000000000000";
+    assert_eq!(
+        sh(&c, Some(nobody), "identity list").code(),
+        "IdentityNotFound"
+    );
+    let pid = id["principalId"].as_str().unwrap();
+    assert_eq!(
+        sh(&c, Some(pid), "identity list").code(),
+        "AuthorizationFailed"
+    );
+    admin(&c, "identity delete -n backup-id");
+    assert_eq!(
+        sh(&c, None, "identity show -n backup-id").code(),
+        "IdentityNotFound"
+    );
+}
