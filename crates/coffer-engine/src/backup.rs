@@ -33,12 +33,19 @@ use crate::{
     tree::{Manifest, Node, NodeKind, STREAM_NODE, Tree},
 };
 
-/// A chunk on its way to a worker.
+/// A chunk on its way to a worker. With `id` set, the walker hashed it and found it
+/// new; without, the worker hashes it, decides whether it is new, and sends the id
+/// back on `reply` with the chunk's position in its file.
 struct Job {
-    id: ChunkId,
+    id: Option<ChunkId>,
     kind: BlobKind,
     data: Vec<u8>,
+    reply: Option<(usize, Sender<(usize, ChunkId)>)>,
 }
+
+/// Files at least this large are hashed by the workers (the walker only reads and
+/// chunks them); smaller ones are hashed inline, where a round trip would cost more.
+const ASYNC_HASH_MIN_FILE: u64 = 8 << 20;
 
 /// What the workers produced.
 #[derive(Default)]
@@ -74,21 +81,22 @@ pub(crate) fn run(
         .max_by(|a, b| (a.info.time, &a.info.id).cmp(&(b.info.time, &b.info.id)));
 
     let written = Mutex::new(Written::default());
+    let queued = Mutex::new(IdSet::default());
     let n_workers = workers();
     let (tx, rx) = bounded::<Job>(n_workers * 4);
     let result = thread::scope(|s| {
         let handles: Vec<_> = (0..n_workers)
             .map(|_| {
                 let rx = rx.clone();
-                let written = &written;
-                s.spawn(move || worker(inner, rx, written))
+                let (written, queued, index) = (&written, &queued, &index);
+                s.spawn(move || worker(inner, index, queued, rx, written))
             })
             .collect();
         drop(rx);
         let mut walker = Walker {
             inner,
             index: &index,
-            queued: IdSet::default(),
+            queued: &queued,
             tx,
             progress,
             stats: Stats::default(),
@@ -165,7 +173,13 @@ pub(crate) fn run(
     })
 }
 
-fn worker(inner: &Inner, rx: Receiver<Job>, written: &Mutex<Written>) -> Result<(), EngineError> {
+fn worker(
+    inner: &Inner,
+    index: &Index,
+    queued: &Mutex<IdSet>,
+    rx: Receiver<Job>,
+    written: &Mutex<Written>,
+) -> Result<(), EngineError> {
     let target = inner.config.params.pack_target as usize;
     let level = inner.config.params.zstd_level;
     let mut data: Option<PackWriter> = None;
@@ -180,22 +194,49 @@ fn worker(inner: &Inner, rx: Receiver<Job>, written: &Mutex<Written>) -> Result<
         wr.dirs.push(dir);
         Ok(())
     };
+    // After a failure, keep draining (and answering) jobs so the walker never waits
+    // on a reply that cannot come; the error is returned at the end.
+    let mut failed: Option<EngineError> = None;
     for job in rx {
+        let (id, new) = match job.id {
+            Some(id) => (id, true),
+            None => {
+                let id = inner.id_key.id(&job.data);
+                let new = !index.contains(&id)
+                    && queued.lock().map(|mut q| q.insert(id)).unwrap_or(false);
+                (id, new)
+            }
+        };
+        if let Some((pos, reply)) = &job.reply {
+            let _ = reply.send((*pos, id));
+        }
+        if !new || failed.is_some() {
+            continue;
+        }
         let slot = if job.kind == BlobKind::Tree {
             &mut trees
         } else {
             &mut data
         };
-        if slot.is_none() {
-            *slot = Some(PackWriter::new(&inner.dek, job.kind, target)?);
+        let step = (|| {
+            if slot.is_none() {
+                *slot = Some(PackWriter::new(&inner.dek, job.kind, target)?);
+            }
+            let w = slot.as_mut().expect("just set");
+            let raw_len = u32::try_from(job.data.len())
+                .map_err(|_| EngineError::Internal("blob too large".into()))?;
+            w.add(id, raw_len, format::encode_blob(&job.data, level));
+            if w.is_full() {
+                flush(slot.take().expect("present"))?;
+            }
+            Ok(())
+        })();
+        if let Err(e) = step {
+            failed = Some(e);
         }
-        let w = slot.as_mut().expect("just set");
-        let raw_len = u32::try_from(job.data.len())
-            .map_err(|_| EngineError::Internal("blob too large".into()))?;
-        w.add(job.id, raw_len, format::encode_blob(&job.data, level));
-        if w.is_full() {
-            flush(slot.take().expect("present"))?;
-        }
+    }
+    if let Some(e) = failed {
+        return Err(e);
     }
     for w in [data, trees].into_iter().flatten() {
         if !w.is_empty() {
@@ -215,7 +256,7 @@ struct Stats {
 struct Walker<'a> {
     inner: &'a Inner,
     index: &'a Index,
-    queued: IdSet,
+    queued: &'a Mutex<IdSet>,
     tx: Sender<Job>,
     progress: &'a dyn Progress,
     stats: Stats,
@@ -232,16 +273,27 @@ impl Walker<'_> {
     /// Hashes a blob and queues it for storage unless the vault already has it.
     fn put_blob(&mut self, kind: BlobKind, data: &[u8]) -> Result<ChunkId, EngineError> {
         let id = self.inner.id_key.id(data);
-        if !self.index.contains(&id) && self.queued.insert(id) {
-            self.tx
-                .send(Job {
-                    id,
-                    kind,
-                    data: data.to_vec(),
-                })
-                .map_err(|_| EngineError::Internal("backup workers stopped".into()))?;
+        let new = !self.index.contains(&id)
+            && self
+                .queued
+                .lock()
+                .map_err(|_| EngineError::Internal("poisoned".into()))?
+                .insert(id);
+        if new {
+            self.send(Job {
+                id: Some(id),
+                kind,
+                data: data.to_vec(),
+                reply: None,
+            })?;
         }
         Ok(id)
+    }
+
+    fn send(&self, job: Job) -> Result<(), EngineError> {
+        self.tx
+            .send(job)
+            .map_err(|_| EngineError::Internal("backup workers stopped".into()))
     }
 
     fn put_tree(&mut self, tree: &Tree) -> Result<ChunkId, EngineError> {
@@ -249,19 +301,52 @@ impl Walker<'_> {
         self.put_blob(BlobKind::Tree, &bytes)
     }
 
-    fn content(&mut self, reader: impl Read) -> Result<(Vec<ChunkId>, u64), EngineError> {
+    /// Reads and chunks `reader`; returns its chunk ids in order and its length.
+    /// Large inputs (`size_hint`) are hashed by the workers, in parallel.
+    fn content(
+        &mut self,
+        reader: impl Read,
+        size_hint: u64,
+    ) -> Result<(Vec<ChunkId>, u64), EngineError> {
         let mut ids = Vec::new();
         let chunker = &self.inner.chunker;
         let mut buf = std::mem::take(&mut self.read_buf);
+        let parallel = size_hint >= ASYNC_HASH_MIN_FILE;
+        let (reply_tx, reply_rx) = crossbeam_channel::unbounded::<(usize, ChunkId)>();
+        let mut count = 0usize;
         let n = chunker.for_each_chunk(reader, &mut buf, |chunk| -> Result<(), ReadOrEngine> {
-            ids.push(
-                self.put_blob(BlobKind::Data, chunk)
-                    .map_err(ReadOrEngine::Engine)?,
-            );
+            if parallel {
+                let job = Job {
+                    id: None,
+                    kind: BlobKind::Data,
+                    data: chunk.to_vec(),
+                    reply: Some((count, reply_tx.clone())),
+                };
+                self.send(job).map_err(ReadOrEngine::Engine)?;
+            } else {
+                ids.push(
+                    self.put_blob(BlobKind::Data, chunk)
+                        .map_err(ReadOrEngine::Engine)?,
+                );
+            }
+            count += 1;
             self.progress.advance(chunk.len() as u64, 0);
             Ok(())
         });
         self.read_buf = buf;
+        drop(reply_tx);
+        if parallel {
+            let mut slots: Vec<Option<ChunkId>> = vec![None; count];
+            for (pos, id) in reply_rx.iter() {
+                slots[pos] = Some(id);
+            }
+            if n.is_ok() {
+                ids = slots
+                    .into_iter()
+                    .collect::<Option<Vec<_>>>()
+                    .ok_or_else(|| EngineError::Internal("backup workers stopped".into()))?;
+            }
+        }
         match n {
             Ok(n) => Ok((ids, n)),
             Err(ReadOrEngine::Engine(e)) => Err(e),
@@ -277,7 +362,7 @@ impl Walker<'_> {
         reader: Box<dyn Read + Send>,
         time: i64,
     ) -> Result<ChunkId, EngineError> {
-        let (content, size) = self.content(reader)?;
+        let (content, size) = self.content(reader, u64::MAX)?;
         self.stats.bytes = size;
         self.stats.files = 1;
         self.progress.advance(0, 1);
@@ -440,7 +525,7 @@ impl Walker<'_> {
             ));
         }
         let file = File::open(path)?;
-        let (content, size) = self.content(file).map_err(|e| match e {
+        let (content, size) = self.content(file, meta.len()).map_err(|e| match e {
             EngineError::Source { source, .. } => source,
             other => std::io::Error::other(other.to_string()),
         })?;
