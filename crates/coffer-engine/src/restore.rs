@@ -311,7 +311,11 @@ fn temp_path(p: &Path) -> Result<PathBuf, EngineError> {
     Ok(p.with_file_name(name))
 }
 
+/// Files with at least this many chunks are decoded by several threads.
+const PARALLEL_DECODE_MIN_CHUNKS: usize = 32;
+
 /// Writes chunks into `f`, leaving holes for all-zero chunks. Returns bytes written.
+/// Err(Ok(e)) = damaged data, Err(Err(e)) = local I/O failure.
 fn write_chunks(
     inner: &Inner,
     index: &Index,
@@ -319,13 +323,12 @@ fn write_chunks(
     content: &[ChunkId],
     progress: &dyn Progress,
 ) -> Result<u64, Result<EngineError, EngineError>> {
+    let classify = |e: EngineError| match e {
+        EngineError::Store(coffer_store::StoreError::Io { .. }) => Err(e),
+        other => Ok(other),
+    };
     let mut pos = 0u64;
-    for id in content {
-        // Err(Ok(e)) = damaged data, Err(Err(e)) = local I/O failure.
-        let data = inner.read_chunk(index, id).map_err(|e| match e {
-            EngineError::Store(coffer_store::StoreError::Io { .. }) => Err(e),
-            other => Ok(other),
-        })?;
+    let mut put = |data: Vec<u8>| -> Result<(), Result<EngineError, EngineError>> {
         if data.iter().all(|&b| b == 0) {
             f.seek(SeekFrom::Current(data.len() as i64))
                 .map_err(|e| Err(io_target(e)))?;
@@ -334,6 +337,43 @@ fn write_chunks(
         }
         pos += data.len() as u64;
         progress.advance(data.len() as u64, 0);
+        Ok(())
+    };
+    let threads = thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .clamp(1, 8);
+    if content.len() < PARALLEL_DECODE_MIN_CHUNKS || threads == 1 {
+        for id in content {
+            put(inner.read_chunk(index, id).map_err(classify)?)?;
+        }
+    } else {
+        // Thread t reads, authenticates and decompresses chunks t, t+n, t+2n, ...;
+        // the writer takes them round-robin, so order is kept and read-ahead is
+        // bounded by the channels. Dropping the receivers stops the readers.
+        thread::scope(|s| {
+            let receivers: Vec<_> = (0..threads)
+                .map(|t| {
+                    let (tx, rx) = bounded(4);
+                    s.spawn(move || {
+                        for id in content.iter().skip(t).step_by(threads) {
+                            let r = inner.read_chunk(index, id);
+                            let stop = r.is_err();
+                            if tx.send(r).is_err() || stop {
+                                break;
+                            }
+                        }
+                    });
+                    rx
+                })
+                .collect();
+            for i in 0..content.len() {
+                let r = receivers[i % threads]
+                    .recv()
+                    .map_err(|_| Ok(EngineError::Internal("restore reader stopped".into())))?;
+                put(r.map_err(classify)?)?;
+            }
+            Ok(())
+        })?;
     }
     f.set_len(pos).map_err(|e| Err(io_target(e)))?;
     Ok(pos)
