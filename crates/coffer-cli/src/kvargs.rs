@@ -73,20 +73,24 @@ pub(crate) enum RoleAssignCmd {
         scope: Option<String>,
     },
     /// Delete role assignments (by id, or by role/assignee/scope).
-    Delete {
-        /// Assignment id or name.
-        #[arg(long)]
-        ids: Option<String>,
-        /// Role name or id.
-        #[arg(long)]
-        role: Option<String>,
-        /// Principal id.
-        #[arg(long)]
-        assignee: Option<String>,
-        /// Scope.
-        #[arg(long)]
-        scope: Option<String>,
-    },
+    Delete(AssignmentFilter),
+}
+
+/// Which role assignments to delete.
+#[derive(Debug, Args)]
+pub(crate) struct AssignmentFilter {
+    /// Assignment id or name.
+    #[arg(long)]
+    pub(crate) ids: Option<String>,
+    /// Role name or id.
+    #[arg(long)]
+    pub(crate) role: Option<String>,
+    /// Principal id.
+    #[arg(long)]
+    pub(crate) assignee: Option<String>,
+    /// Scope.
+    #[arg(long)]
+    pub(crate) scope: Option<String>,
 }
 
 /// Vault options shared by create and update.
@@ -128,9 +132,19 @@ pub(crate) enum KeyVaultCmd {
         /// Key vault name (3-24 letters, digits, '-').
         #[arg(short = 'n', long, required_unless_present = "hsm_name")]
         name: Option<String>,
-        /// Managed HSM name (needs a PKCS#11 token; not available in this build).
-        #[arg(long)]
+        /// Managed HSM name: its keys live in the PKCS#11 token given by
+        /// --pkcs11-module, --token-label and --pin-file.
+        #[arg(long, conflicts_with = "name", requires_all = ["pkcs11_module", "token_label", "pin_file"])]
         hsm_name: Option<String>,
+        /// PKCS#11 module of a managed HSM (e.g. /usr/lib/softhsm/libsofthsm2.so).
+        #[arg(long, value_name = "PATH")]
+        pkcs11_module: Option<PathBuf>,
+        /// Label of the managed HSM's token.
+        #[arg(long)]
+        token_label: Option<String>,
+        /// File holding the token's user PIN (never pass a PIN on the command line).
+        #[arg(long, value_name = "FILE")]
+        pin_file: Option<PathBuf>,
         /// Resource group.
         #[arg(short = 'g', long, default_value = DEFAULT_RESOURCE_GROUP)]
         resource_group: String,
@@ -188,13 +202,67 @@ pub(crate) enum KeyVaultCmd {
     /// The key audit log.
     #[command(subcommand)]
     Audit(AuditCmd),
+    /// Managed HSM local RBAC.
+    #[command(subcommand)]
+    Role(HsmRoleCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum HsmRoleCmd {
+    /// Managed HSM local role assignments.
+    #[command(subcommand)]
+    Assignment(HsmAssignCmd),
+}
+
+/// Selects a managed HSM.
+#[derive(Debug, Args)]
+pub(crate) struct HsmName {
+    /// Managed HSM name.
+    #[arg(long)]
+    pub(crate) hsm_name: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum HsmAssignCmd {
+    /// Assign a local role at / or /keys/NAME.
+    Create {
+        #[command(flatten)]
+        hsm: HsmName,
+        /// Local role name or id (e.g. "Managed HSM Crypto Service Encryption User").
+        #[arg(long)]
+        role: String,
+        /// Principal id.
+        #[arg(long)]
+        assignee: String,
+        /// / or /keys/NAME.
+        #[arg(long, default_value = "/")]
+        scope: String,
+    },
+    /// List local role assignments.
+    List {
+        #[command(flatten)]
+        hsm: HsmName,
+        /// Only this principal.
+        #[arg(long)]
+        assignee: Option<String>,
+        /// Only at, above or below this scope.
+        #[arg(long)]
+        scope: Option<String>,
+    },
+    /// Delete local role assignments.
+    Delete {
+        #[command(flatten)]
+        hsm: HsmName,
+        #[command(flatten)]
+        filter: AssignmentFilter,
+    },
 }
 
 /// Selects a key vault.
 #[derive(Debug, Args)]
 pub(crate) struct KvName {
-    /// Key vault name.
-    #[arg(short = 'n', long)]
+    /// Key vault (or managed HSM) name.
+    #[arg(short = 'n', long, visible_alias = "hsm-name")]
     pub(crate) name: String,
     /// Resource group (informational: vault names are unique in the instance).
     #[arg(short = 'g', long)]
@@ -210,8 +278,8 @@ pub(crate) enum AuditCmd {
 /// Selects a key.
 #[derive(Debug, Args)]
 pub(crate) struct KeySel {
-    /// Key vault name.
-    #[arg(long)]
+    /// Key vault name (or --hsm-name: managed HSM name).
+    #[arg(long, visible_alias = "hsm-name")]
     pub(crate) vault_name: String,
     /// Key name.
     #[arg(short = 'n', long)]
@@ -297,8 +365,8 @@ pub(crate) enum KeyCmd {
     Show(KeyVerSel),
     /// List keys.
     List {
-        /// Key vault name.
-        #[arg(long)]
+        /// Key vault name (or --hsm-name: managed HSM name).
+        #[arg(long, visible_alias = "hsm-name")]
         vault_name: String,
     },
     /// List a key's versions.
@@ -315,8 +383,8 @@ pub(crate) enum KeyCmd {
     Delete(KeySel),
     /// List soft-deleted keys.
     ListDeleted {
-        /// Key vault name.
-        #[arg(long)]
+        /// Key vault name (or --hsm-name: managed HSM name).
+        #[arg(long, visible_alias = "hsm-name")]
         vault_name: String,
     },
     /// Recover a soft-deleted key.

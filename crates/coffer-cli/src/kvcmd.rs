@@ -1,13 +1,14 @@
 //! Dispatch of the part-2 commands (`identity`, `role`, `keyvault`) to the control plane.
 
 use coffer_control::{
-    Error, ErrorCode, Instance, KeyAttributeUpdate, KeyCreateOptions, KeyVaultOptions, Result,
+    Error, ErrorCode, HsmConfig, Instance, KeyAttributeUpdate, KeyCreateOptions, KeyVaultOptions,
+    Result,
 };
 
 use crate::{
     kvargs::{
-        AuditCmd, IdentityCmd, KeyAttrArgs, KeyCmd, KeyVaultCmd, KvOpts, RoleAssignCmd, RoleCmd,
-        RoleDefCmd, RotationCmd,
+        AuditCmd, HsmAssignCmd, HsmRoleCmd, IdentityCmd, KeyAttrArgs, KeyCmd, KeyVaultCmd, KvOpts,
+        RoleAssignCmd, RoleCmd, RoleDefCmd, RotationCmd,
     },
     output::Printer,
     parse_tags,
@@ -85,16 +86,11 @@ pub(crate) fn role(inst: &Instance, cmd: RoleCmd, p: &Printer) -> Result<()> {
             RoleAssignCmd::List { assignee, scope } => {
                 p.value(&inst.list_role_assignments(assignee.as_deref(), scope.as_deref(), None)?)
             }
-            RoleAssignCmd::Delete {
-                ids,
-                role,
-                assignee,
-                scope,
-            } => p.value(&inst.delete_role_assignments(
-                ids.as_deref(),
-                role.as_deref(),
-                assignee.as_deref(),
-                scope.as_deref(),
+            RoleAssignCmd::Delete(f) => p.value(&inst.delete_role_assignments(
+                f.ids.as_deref(),
+                f.role.as_deref(),
+                f.assignee.as_deref(),
+                f.scope.as_deref(),
             )?),
         },
     }
@@ -107,22 +103,32 @@ pub(crate) fn keyvault(inst: &Instance, cmd: KeyVaultCmd, p: &Printer) -> Result
         KeyVaultCmd::Create {
             name,
             hsm_name,
+            pkcs11_module,
+            token_label,
+            pin_file,
             resource_group,
             location,
             opts: o,
-        } => {
-            if let Some(h) = hsm_name {
+        } => match (hsm_name, pkcs11_module, token_label, pin_file) {
+            (Some(h), Some(module), Some(token_label), Some(pin_file)) => {
+                let token = HsmConfig {
+                    module,
+                    token_label,
+                    pin_file,
+                };
+                p.value(&inst.create_managed_hsm(&resource_group, &h, opts(o, location)?, token)?)
+            }
+            (None, None, None, None) => {
+                let name = name.unwrap_or_default();
+                p.value(&inst.create_key_vault(&resource_group, &name, opts(o, location)?)?)
+            }
+            _ => {
                 return Err(Error::new(
                     ErrorCode::BadParameter,
-                    format!(
-                        "managed HSM '{h}' cannot be created: this build of Coffer has no PKCS#11 support yet; \
-                         HSM keys are never emulated in software. Create a key vault with -n instead."
-                    ),
+                    "--pkcs11-module, --token-label and --pin-file configure a managed HSM: use them with --hsm-name",
                 ));
             }
-            let name = name.unwrap_or_default();
-            p.value(&inst.create_key_vault(&resource_group, &name, opts(o, location)?)?)
-        }
+        },
         KeyVaultCmd::Show(kv) => p.value(&inst.show_key_vault(&kv.name)?),
         KeyVaultCmd::List { resource_group } => {
             p.value(&inst.list_key_vaults(resource_group.as_deref())?)
@@ -144,6 +150,35 @@ pub(crate) fn keyvault(inst: &Instance, cmd: KeyVaultCmd, p: &Printer) -> Result
         }
         KeyVaultCmd::Audit(AuditCmd::List(kv)) => p.value(&inst.key_vault_audit(&kv.name)?),
         KeyVaultCmd::Key(k) => key(inst, k, p)?,
+        KeyVaultCmd::Role(HsmRoleCmd::Assignment(a)) => match a {
+            HsmAssignCmd::Create {
+                hsm,
+                role,
+                assignee,
+                scope,
+            } => p.value(&inst.create_hsm_role_assignment(
+                &hsm.hsm_name,
+                &role,
+                &assignee,
+                &scope,
+            )?),
+            HsmAssignCmd::List {
+                hsm,
+                assignee,
+                scope,
+            } => p.value(&inst.list_hsm_role_assignments(
+                &hsm.hsm_name,
+                assignee.as_deref(),
+                scope.as_deref(),
+            )?),
+            HsmAssignCmd::Delete { hsm, filter: f } => p.value(&inst.delete_hsm_role_assignments(
+                &hsm.hsm_name,
+                f.ids.as_deref(),
+                f.role.as_deref(),
+                f.assignee.as_deref(),
+                f.scope.as_deref(),
+            )?),
+        },
     }
     Ok(())
 }

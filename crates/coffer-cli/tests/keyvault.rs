@@ -87,6 +87,22 @@ fn count(v: &serde_json::Value) -> usize {
     v.as_array().map_or(0, Vec::len)
 }
 
+/// Checks the outcomes of get / wrapKey / unwrapKey: `expect` says which succeed
+/// (an unwrap must return the DEK); refusals must be `Forbidden` with inner code `deny`.
+fn check_outcomes(outs: &[Out; 3], expect: [bool; 3], deny: &str) {
+    for ((out, ok), op) in outs.iter().zip(expect).zip(["get", "wrapKey", "unwrapKey"]) {
+        if ok {
+            let v = out.ok();
+            if op == "unwrapKey" {
+                assert_eq!(v["value"], DEK_B64);
+            }
+        } else {
+            assert_eq!(out.code(), "Forbidden", "{op}");
+            assert_eq!(inner(out), deny, "{op}");
+        }
+    }
+}
+
 /// get / wrapKey / unwrapKey of `who` on `kv`/`key`: `expect` says which succeed;
 /// refusals must be `Forbidden` with inner code `deny`.
 fn matrix(c: &Coffer, who: &str, kv: &str, key: &str, expect: [bool; 3], w: &str, deny: &str) {
@@ -100,17 +116,7 @@ fn matrix(c: &Coffer, who: &str, kv: &str, key: &str, expect: [bool; 3], w: &str
             &format!("keyvault key unwrap {sel} --value {w}"),
         ),
     ];
-    for ((out, ok), op) in outs.iter().zip(expect).zip(["get", "wrapKey", "unwrapKey"]) {
-        if ok {
-            let v = out.ok();
-            if op == "unwrapKey" {
-                assert_eq!(v["value"], DEK_B64);
-            }
-        } else {
-            assert_eq!(out.code(), "Forbidden", "{op} by {who} on {kv}/{key}");
-            assert_eq!(inner(out), deny, "{op}");
-        }
-    }
+    check_outcomes(&outs, expect, deny);
 }
 
 #[test]
@@ -347,10 +353,10 @@ fn access_policy_matrix_and_key_state_refusals() {
         "keyvault key create --vault-name kv-ap -n h --kty RSA-HSM",
     );
     assert!(e.err()["message"].as_str().unwrap().contains("PKCS#11"));
-    assert_eq!(
-        sh(&c, None, "keyvault create --hsm-name hsm1").code(),
-        "BadParameter"
-    );
+    // A managed HSM needs its token: module, label and PIN file.
+    let e = sh(&c, None, "keyvault create --hsm-name hsm1").err();
+    assert_eq!(e["code"], "InvalidArgument");
+    assert!(e["message"].as_str().unwrap().contains("--pkcs11-module"));
 
     // EC keys sign and verify digests.
     admin(
@@ -700,5 +706,274 @@ fn identities_lifecycle() {
     assert_eq!(
         sh(&c, None, "identity show -n backup-id").code(),
         "IdentityNotFound"
+    );
+}
+
+const SOFTHSM: &str = "/usr/lib/softhsm/libsofthsm2.so";
+
+/// A SoftHSM2 token in the test's directory; `None` (test skipped) without SoftHSM2.
+fn softhsm_token(c: &Coffer) -> Option<(std::path::PathBuf, std::path::PathBuf)> {
+    if !std::path::Path::new(SOFTHSM).exists() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI needs softhsm2 (.ci/run installs it)"
+        );
+        eprintln!("skipping: SoftHSM2 is not installed");
+        return None;
+    }
+    let tokens = c.path("tokens");
+    std::fs::create_dir_all(&tokens).unwrap();
+    let conf = c.path("softhsm2.conf");
+    let text = format!(
+        "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+        tokens.display()
+    );
+    std::fs::write(&conf, text).unwrap();
+    let st = std::process::Command::new("softhsm2-util")
+        .args([
+            "--init-token",
+            "--free",
+            "--label",
+            "coffer-test",
+            "--pin",
+            "4321",
+            "--so-pin",
+            "8765",
+        ])
+        .env("SOFTHSM2_CONF", &conf)
+        .output()
+        .expect("softhsm2-util");
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    let pin = c.path("pin");
+    std::fs::write(&pin, "4321\n").unwrap();
+    Some((conf, pin))
+}
+
+#[test]
+fn managed_hsm_local_rbac_and_token_keys() {
+    let c = Coffer::new();
+    let Some((conf, pin)) = softhsm_token(&c) else {
+        return;
+    };
+    let run = |who: Option<&str>, args: &[&str]| {
+        let mut all = vec!["-o", "json"];
+        if let Some(p) = who {
+            all.extend(["--as-principal", p]);
+        }
+        all.extend(args);
+        let mut cmd = c.command(&all);
+        cmd.env("SOFTHSM2_CONF", &conf);
+        c.run_with(cmd, None)
+    };
+    let line = |who: Option<&str>, l: &str| run(who, &l.split_whitespace().collect::<Vec<_>>());
+    let pin_s = pin.to_str().unwrap();
+    for h in ["hsm-a", "hsm-b"] {
+        let created = run(
+            None,
+            &[
+                "keyvault",
+                "create",
+                "--hsm-name",
+                h,
+                "--pkcs11-module",
+                SOFTHSM,
+                "--token-label",
+                "coffer-test",
+                "--pin-file",
+                pin_s,
+            ],
+        );
+        let v = created.ok();
+        assert_eq!(v["type"], "Microsoft.KeyVault/managedHSMs");
+        assert_eq!(
+            v["properties"]["pkcs11"]["oaepSha256Supported"], false,
+            "SoftHSM2 2.6.1 lacks OAEP-SHA256"
+        );
+        let text = String::from_utf8_lossy(&created.stdout).to_string();
+        assert!(!text.contains("4321"), "the PIN never appears");
+    }
+    for (h, k) in [("hsm-a", "k1"), ("hsm-a", "k2"), ("hsm-b", "k1")] {
+        let b = line(
+            None,
+            &format!("keyvault key create --hsm-name {h} -n {k} --kty RSA-HSM"),
+        )
+        .ok()
+        .clone();
+        assert_eq!(b["key"]["kty"], "RSA-HSM");
+        assert!(
+            b["key"]["kid"]
+                .as_str()
+                .unwrap()
+                .starts_with(&format!("https://{h}.managedhsm.coffer.local/keys/{k}/"))
+        );
+    }
+    // Wrap asked for RSA-OAEP-256 falls back to RSA-OAEP on this token, and says so.
+    let w = line(
+        None,
+        &format!("keyvault key wrap --hsm-name hsm-a -n k1 --value {DEK_B64}"),
+    )
+    .ok()
+    .clone();
+    assert_eq!(w["alg"], "RSA-OAEP");
+    let w1 = w["value"].as_str().unwrap().to_owned();
+    let app = identity(&c, "app");
+    let matrix_hsm = |expect: [bool; 3]| {
+        let outs = [
+            line(Some(&app), "keyvault key show --hsm-name hsm-a -n k1"),
+            line(
+                Some(&app),
+                &format!("keyvault key wrap --hsm-name hsm-a -n k1 --value {DEK_B64}"),
+            ),
+            run(
+                Some(&app),
+                &[
+                    "keyvault",
+                    "key",
+                    "unwrap",
+                    "--hsm-name",
+                    "hsm-a",
+                    "-n",
+                    "k1",
+                    "-a",
+                    "RSA-OAEP",
+                    "--value",
+                    &w1,
+                ],
+            ),
+        ];
+        check_outcomes(&outs, expect, "ForbiddenByRbac");
+    };
+    let role = "Managed HSM Crypto Service Encryption User";
+    let local = |who: Option<&str>, h: &str, role: &str, assignee: &str, scope: &str| {
+        let args = [
+            "keyvault",
+            "role",
+            "assignment",
+            "create",
+            "--hsm-name",
+            h,
+            "--role",
+            role,
+            "--assignee",
+            assignee,
+            "--scope",
+            scope,
+        ];
+        run(who, &args)
+    };
+    let assign_local = |h: &str, scope: &str| local(None, h, role, &app, scope).ok().clone();
+    matrix_hsm([false; 3]);
+    // Grants on another key or another HSM do not reach hsm-a/k1.
+    assign_local("hsm-a", "/keys/k2");
+    assign_local("hsm-b", "/");
+    matrix_hsm([false; 3]);
+    // An identity cannot grant itself a local role.
+    let e = local(Some(&app), "hsm-a", role, &app, "/");
+    assert_eq!(e.code(), "Forbidden");
+    // Key-scope grant: all three.
+    let a = assign_local("hsm-a", "/keys/k1");
+    matrix_hsm([true; 3]);
+    run(
+        None,
+        &[
+            "keyvault",
+            "role",
+            "assignment",
+            "delete",
+            "--hsm-name",
+            "hsm-a",
+            "--ids",
+            a["name"].as_str().unwrap(),
+        ],
+    )
+    .ok();
+    matrix_hsm([false; 3]);
+    let auditor = local(None, "hsm-a", "Managed HSM Crypto Auditor", &app, "/");
+    auditor.ok();
+    matrix_hsm([true, false, false]);
+    assign_local("hsm-a", "/");
+    matrix_hsm([true; 3]);
+
+    // A DEK wrapped (RSA-OAEP) with the public key `download` writes unwraps inside the token.
+    if std::process::Command::new("python3")
+        .args(["-c", "import cryptography"])
+        .status()
+        .is_ok_and(|s| s.success())
+    {
+        let pubf = c.path("hsm-pub.pem");
+        line(
+            None,
+            &format!(
+                "keyvault key download --hsm-name hsm-a -n k2 -f {}",
+                pubf.display()
+            ),
+        )
+        .ok();
+        let w = python(&["wrap-pub", pubf.to_str().unwrap(), "RSA-OAEP", DEK_B64]);
+        let unwrap = format!("keyvault key unwrap --hsm-name hsm-a -n k2 -a RSA-OAEP --value {w}");
+        let u = line(None, &unwrap).ok().clone();
+        assert_eq!(u["value"], DEK_B64);
+    }
+    // HSM key types and import are refused where they cannot work.
+    assert_eq!(
+        line(
+            None,
+            "keyvault key create --hsm-name hsm-a -n e --kty EC-HSM"
+        )
+        .code(),
+        "BadParameter"
+    );
+    // Rotation makes a new token key; the old version still unwraps; purge destroys it.
+    line(None, "keyvault key rotate --hsm-name hsm-a -n k1").ok();
+    let ver1 = w["kid"]
+        .as_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let unwrap = format!(
+        "keyvault key unwrap --hsm-name hsm-a -n k1 --version {ver1} -a RSA-OAEP --value {w1}"
+    );
+    let u = line(None, &unwrap).ok().clone();
+    assert_eq!(u["value"], DEK_B64);
+    line(None, "keyvault key delete --hsm-name hsm-a -n k1").ok();
+    // Purging needs Managed HSM Crypto Officer, which the creator lacks until assigned.
+    let e = line(None, "keyvault key purge --hsm-name hsm-a -n k1");
+    assert_eq!(inner(&e), "ForbiddenByRbac");
+    let mine = line(
+        None,
+        "keyvault role assignment list --hsm-name hsm-a --scope /",
+    )
+    .ok()
+    .clone();
+    let admin_id = mine
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["roleDefinitionName"] == "Managed HSM Administrator")
+        .unwrap()["principalId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    local(None, "hsm-a", "Managed HSM Crypto Officer", &admin_id, "/").ok();
+    line(None, "keyvault key purge --hsm-name hsm-a -n k1").ok();
+    assert_eq!(
+        line(None, "keyvault key recover --hsm-name hsm-a -n k1").code(),
+        "KeyNotFound"
+    );
+    let audit = line(None, "keyvault audit list -n hsm-a").ok().clone();
+    assert!(
+        audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["callerPrincipalId"] == app.as_str()
+                && r["operationName"] == "unwrapKey"
+                && r["result"] == "Succeeded")
     );
 }

@@ -17,7 +17,7 @@ use coffer_keyvault::{EncryptionAlgorithm, KvError, PrivateKey, SignatureAlgorit
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::{Error, ErrorCode, Instance, Result, util};
+use crate::{Error, ErrorCode, Instance, Result, hsm::Material, util};
 
 /// DNS suffix of vault URIs.
 pub const VAULT_DNS_SUFFIX: &str = "vault.coffer.local";
@@ -82,7 +82,7 @@ struct NetworkAcls {
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct VaultProps {
+pub(crate) struct VaultProps {
     enable_soft_delete: bool,
     soft_delete_retention_in_days: u32,
     enable_purge_protection: bool,
@@ -90,6 +90,9 @@ struct VaultProps {
     access_policies: Vec<AccessPolicy>,
     network_acls: NetworkAcls,
     sku: String,
+    /// Managed HSM: its PKCS#11 token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) hsm: Option<crate::hsm::HsmProps>,
 }
 
 /// Options of `keyvault create` / `update` (`None`: default or unchanged).
@@ -166,15 +169,15 @@ pub struct KeyAttributeUpdate {
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
-struct KeyAttrs {
-    enabled: bool,
+pub(crate) struct KeyAttrs {
+    pub(crate) enabled: bool,
     #[serde(default)]
-    nbf: Option<i64>,
+    pub(crate) nbf: Option<i64>,
     #[serde(default)]
-    exp: Option<i64>,
-    key_ops: Vec<String>,
+    pub(crate) exp: Option<i64>,
+    pub(crate) key_ops: Vec<String>,
     #[serde(default)]
-    tags: BTreeMap<String, String>,
+    pub(crate) tags: BTreeMap<String, String>,
 }
 
 /// Which key version a data-plane call uses, and who calls.
@@ -214,6 +217,9 @@ pub struct KeyOperationResult {
     pub kid: String,
     /// Output (wrapped key, ciphertext or signature).
     pub value: Vec<u8>,
+    /// The algorithm actually used: for HSM keys whose token lacks RSA-OAEP-256 a
+    /// wrap asked for `RSA-OAEP-256` is made with `RSA-OAEP`; record this value.
+    pub alg: String,
 }
 
 /// Result of an unwrap or decrypt: the versioned key id and the plaintext (zeroizing).
@@ -288,18 +294,22 @@ impl KeyVaultClient<'_> {
     }
 }
 
-fn forbidden(inner: &str, msg: impl Into<String>) -> Error {
+pub(crate) fn forbidden(inner: &str, msg: impl Into<String>) -> Error {
     Error::new(ErrorCode::Forbidden, msg).with_inner(inner)
 }
 
-fn bad(msg: impl Into<String>) -> Error {
+pub(crate) fn bad(msg: impl Into<String>) -> Error {
     Error::new(ErrorCode::BadParameter, msg)
 }
 
-fn kv_err(e: KvError) -> Error {
+pub(crate) fn kv_err(e: KvError) -> Error {
     match e {
         KvError::BadParameter(m) => bad(m),
         KvError::Crypto(m) => bad(m),
+        KvError::Hsm(m) => Error::new(
+            ErrorCode::EncryptionKeyUnavailable,
+            format!("the PKCS#11 token failed: {m}"),
+        ),
         _ => Error::internal("key store failure"),
     }
 }
@@ -427,7 +437,7 @@ impl Instance {
 
     // ------------------------------------------------------------------ vaults
 
-    fn vault_arm_id(&self, v: &KeyVaultRow) -> String {
+    pub(crate) fn vault_arm_id(&self, v: &KeyVaultRow) -> String {
         format!(
             "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.KeyVault/{}/{}",
             self.subscription_id(),
@@ -452,7 +462,7 @@ impl Instance {
         }
     }
 
-    fn props(v: &KeyVaultRow) -> Result<VaultProps> {
+    pub(crate) fn props(v: &KeyVaultRow) -> Result<VaultProps> {
         serde_json::from_str(&v.properties_json).map_err(|_| {
             Error::new(
                 ErrorCode::CatalogError,
@@ -461,12 +471,13 @@ impl Instance {
         })
     }
 
-    fn vault_json(&self, v: &KeyVaultRow) -> Result<Value> {
+    pub(crate) fn vault_json(&self, v: &KeyVaultRow) -> Result<Value> {
         let p = Self::props(v)?;
+        let hsm = Self::is_hsm(v);
         Ok(json!({
             "id": self.vault_arm_id(v),
             "name": v.name,
-            "type": "Microsoft.KeyVault/vaults",
+            "type": if hsm { "Microsoft.KeyVault/managedHSMs" } else { "Microsoft.KeyVault/vaults" },
             "location": v.location,
             "resourceGroup": v.resource_group,
             "tags": serde_json::from_str::<Value>(&v.tags_json).unwrap_or(json!({})),
@@ -474,6 +485,8 @@ impl Instance {
                 "tenantId": self.row.tenant_id,
                 "sku": {"family": "A", "name": p.sku},
                 "vaultUri": Self::vault_uri(v),
+                "hsmUri": if hsm { json!(Self::vault_uri(v)) } else { Value::Null },
+                "pkcs11": p.hsm,
                 "enableSoftDelete": p.enable_soft_delete,
                 "softDeleteRetentionInDays": p.soft_delete_retention_in_days,
                 "enablePurgeProtection": if p.enable_purge_protection { json!(true) } else { Value::Null },
@@ -505,7 +518,7 @@ impl Instance {
     }
 
     /// A live (not soft-deleted) vault by name.
-    fn live_vault(&self, name: &str) -> Result<KeyVaultRow> {
+    pub(crate) fn live_vault(&self, name: &str) -> Result<KeyVaultRow> {
         match self.catalog.key_vault(name)? {
             Some(v) if v.deleted_ms.is_none() => Ok(v),
             _ => Err(Error::new(
@@ -515,7 +528,7 @@ impl Instance {
         }
     }
 
-    fn check_vault_name(name: &str) -> Result<()> {
+    pub(crate) fn check_vault_name(name: &str) -> Result<()> {
         let ok = (3..=24).contains(&name.len())
             && name.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
             && name
@@ -532,7 +545,11 @@ impl Instance {
         })
     }
 
-    fn apply_options(p: &mut VaultProps, o: &KeyVaultOptions, creating: bool) -> Result<()> {
+    pub(crate) fn apply_options(
+        p: &mut VaultProps,
+        o: &KeyVaultOptions,
+        creating: bool,
+    ) -> Result<()> {
         if let Some(sd) = o.enable_soft_delete {
             if !sd && p.enable_soft_delete && !creating {
                 return Err(bad(
@@ -594,6 +611,17 @@ impl Instance {
     /// with every key permission (access-policy mode, as `az` does), or a Key Vault
     /// Administrator assignment at the vault scope (RBAC mode).
     pub fn create_key_vault(&self, group: &str, name: &str, o: KeyVaultOptions) -> Result<Value> {
+        self.create_vault_of_kind(group, name, o, None)
+    }
+
+    /// Creates a key vault (`hsm = None`) or a managed HSM on a token.
+    pub(crate) fn create_vault_of_kind(
+        &self,
+        group: &str,
+        name: &str,
+        o: KeyVaultOptions,
+        hsm: Option<crate::hsm::HsmProps>,
+    ) -> Result<Value> {
         Self::check_vault_name(name)?;
         let g = self.group_row(group)?;
         let mut p = VaultProps {
@@ -609,13 +637,20 @@ impl Instance {
                 virtual_network_rules: Vec::new(),
             },
             sku: "standard".into(),
+            hsm: None,
         };
         Self::apply_options(&mut p, &o, true)?;
+        let is_hsm = hsm.is_some();
+        if is_hsm {
+            // Managed HSMs use local RBAC only.
+            p.enable_rbac_authorization = true;
+            p.hsm = hsm;
+        }
         let mut row = KeyVaultRow {
             guid: util::new_guid(),
             name: name.to_owned(),
             resource_group: g.name.clone(),
-            kind: "vault".into(),
+            kind: if is_hsm { "managedHSM" } else { "vault" }.into(),
             location: o
                 .location
                 .clone()
@@ -653,7 +688,7 @@ impl Instance {
                 .with_inner("ObjectIsDeletedButRecoverable"));
             }
             self.catalog.create_key_vault(&row)?;
-            if p.enable_rbac_authorization {
+            if p.enable_rbac_authorization && !is_hsm {
                 self.create_assignment("Key Vault Administrator", self.principal(), &id, None)?;
             }
             self.vault_json(&row)
@@ -727,7 +762,7 @@ impl Instance {
                 self.catalog.update_key_vault(&v)?;
                 self.deleted_vault_json(&v)
             } else {
-                self.catalog.purge_key_vault(&v.guid)?;
+                self.purge_vault_material(&v)?;
                 Ok(json!({ "id": id, "status": "Purged" }))
             }
         })();
@@ -791,7 +826,7 @@ impl Instance {
                     ),
                 ));
             }
-            self.catalog.purge_key_vault(&v.guid)?;
+            self.purge_vault_material(&v)?;
             Ok(json!({ "id": id, "status": "Purged" }))
         })();
         self.audit(
@@ -919,6 +954,9 @@ impl Instance {
         key: Option<&str>,
         permission: &str,
     ) -> Result<()> {
+        if Self::is_hsm(v) {
+            return self.authorize_hsm(principal, v, key, permission);
+        }
         let p = Self::props(v)?;
         if p.enable_rbac_authorization {
             let mut scope = self.vault_arm_id(v);
@@ -959,7 +997,7 @@ impl Instance {
         }
     }
 
-    fn audit_key<T>(
+    pub(crate) fn audit_key<T>(
         &self,
         v: &KeyVaultRow,
         principal: &str,
@@ -1017,7 +1055,7 @@ impl Instance {
         }
     }
 
-    fn version_row(
+    pub(crate) fn version_row(
         &self,
         v: &KeyVaultRow,
         k: &KeyRow,
@@ -1031,7 +1069,7 @@ impl Instance {
             .ok_or_else(|| key_not_found(&format!("{}/{ver}", k.name)))
     }
 
-    fn kid(v: &KeyVaultRow, name: &str, version: &str) -> String {
+    pub(crate) fn kid(v: &KeyVaultRow, name: &str, version: &str) -> String {
         format!("{}/keys/{name}/{version}", Self::vault_uri(v))
     }
 
@@ -1121,7 +1159,7 @@ impl Instance {
         )
     }
 
-    fn open_private(&self, v: &KeyVaultRow, row: &KeyVersionRow) -> Result<PrivateKey> {
+    pub(crate) fn open_private(&self, v: &KeyVaultRow, row: &KeyVersionRow) -> Result<PrivateKey> {
         PrivateKey::open(
             &self.master,
             &Self::key_purpose(v, &row.name, &row.version),
@@ -1143,7 +1181,7 @@ impl Instance {
         &self,
         k: &KeyRef<'_>,
         op: &str,
-        f: impl FnOnce(&KeyVaultRow, &KeyVersionRow, PrivateKey) -> Result<T>,
+        f: impl FnOnce(&KeyVaultRow, &KeyVersionRow, Material) -> Result<T>,
     ) -> Result<T> {
         let KeyRef {
             principal,
@@ -1169,7 +1207,7 @@ impl Instance {
                     ),
                 ));
             }
-            let key = self.open_private(&v, &row)?;
+            let key = self.open_material(&v, &row)?;
             f(&v, &row, key)
         })();
         self.audit_key(&v, principal, op, Some(name), used_version.as_deref(), &r);
@@ -1183,7 +1221,7 @@ impl Instance {
         k: &KeyRef<'_>,
         op: &str,
         alg: &str,
-        f: impl FnOnce(&PrivateKey, EncryptionAlgorithm) -> coffer_keyvault::Result<T>,
+        f: impl FnOnce(&Material, EncryptionAlgorithm) -> coffer_keyvault::Result<T>,
     ) -> Result<(String, T)> {
         let alg = EncryptionAlgorithm::parse(alg).map_err(kv_err);
         self.with_key(k, op, |v, row, key| {
@@ -1200,8 +1238,12 @@ impl Instance {
         alg: &str,
         plain: &[u8],
     ) -> Result<KeyOperationResult> {
-        let (kid, value) = self.rsa_op(k, op, alg, |key, a| key.encrypt(a, plain))?;
-        Ok(KeyOperationResult { kid, value })
+        let (kid, (value, used)) = self.rsa_op(k, op, alg, |key, a| key.encrypt(a, plain))?;
+        Ok(KeyOperationResult {
+            kid,
+            value,
+            alg: used.as_str().to_owned(),
+        })
     }
 
     /// unwrapKey / decrypt.
@@ -1229,7 +1271,7 @@ impl Instance {
         let plain = coffer_keyvault::from_b64url(value_b64).map_err(kv_err)?;
         let k = KeyRef::new(self.principal(), vault, name, version);
         let r = self.key_encrypt(&k, op, alg, &plain)?;
-        Ok(json!({ "kid": r.kid, "value": b64url(&r.value), "alg": alg }))
+        Ok(json!({ "kid": r.kid, "value": b64url(&r.value), "alg": r.alg }))
     }
 
     /// `coffer keyvault key unwrap|decrypt` (as the acting principal).
@@ -1288,7 +1330,7 @@ impl Instance {
     // ------------------------------------------------------------- key management
 
     /// Runs an audited key-management operation after authorising `permission`.
-    fn key_mgmt<T>(
+    pub(crate) fn key_mgmt<T>(
         &self,
         principal: &str,
         vault: &str,
@@ -1322,7 +1364,7 @@ impl Instance {
         }
     }
 
-    fn default_ops(key: &PrivateKey) -> Vec<String> {
+    pub(crate) fn default_ops(key: &PrivateKey) -> Vec<String> {
         match key.kty() {
             coffer_keyvault::KeyType::Rsa => [
                 "encrypt",
@@ -1373,29 +1415,47 @@ impl Instance {
         mut attrs: KeyAttrs,
     ) -> Result<KeyVersionRow> {
         let version = uuid::Uuid::new_v4().simple().to_string();
-        let canonical = self
+        let canonical = self.canonical_key_name(v, name)?;
+        if attrs.key_ops.is_empty() {
+            attrs.key_ops = Self::default_ops(key);
+        }
+        let jwk = key.public_jwk(&[]).map_err(kv_err)?;
+        let sealed = key
+            .seal(&self.master, &Self::key_purpose(v, &canonical, &version))
+            .map_err(kv_err)?;
+        self.store_public_version(v, &canonical, version, &jwk, sealed, attrs)
+    }
+
+    pub(crate) fn canonical_key_name(&self, v: &KeyVaultRow, name: &str) -> Result<String> {
+        Ok(self
             .catalog
             .key(&v.guid, name)?
-            .map_or_else(|| name.to_owned(), |k| k.name);
-        attrs.key_ops = if attrs.key_ops.is_empty() {
-            Self::default_ops(key)
-        } else {
-            Self::canon_ops(&attrs.key_ops)?
-        };
-        let jwk = key.public_jwk(&[]).map_err(kv_err)?;
+            .map_or_else(|| name.to_owned(), |k| k.name))
+    }
+
+    /// Records a new current version (public JWK, sealed private part or token
+    /// reference) and publishes `KeyNewVersionCreated`.
+    pub(crate) fn store_public_version(
+        &self,
+        v: &KeyVaultRow,
+        canonical: &str,
+        version: String,
+        jwk: &coffer_keyvault::JsonWebKey,
+        sealed: Vec<u8>,
+        mut attrs: KeyAttrs,
+    ) -> Result<KeyVersionRow> {
+        attrs.key_ops = Self::canon_ops(&attrs.key_ops)?;
         let now = util::clock_ms();
         let row = KeyVersionRow {
             vault_guid: v.guid.clone(),
-            name: canonical.clone(),
+            name: canonical.to_owned(),
             version: version.clone(),
             kty: jwk.kty.clone(),
-            public_jwk_json: serde_json::to_string(&jwk)
+            public_jwk_json: serde_json::to_string(jwk)
                 .map_err(|e| Error::internal(e.to_string()))?,
             attributes_json: serde_json::to_string(&attrs)
                 .map_err(|e| Error::internal(e.to_string()))?,
-            sealed_private: key
-                .seal(&self.master, &Self::key_purpose(v, &canonical, &version))
-                .map_err(kv_err)?,
+            sealed_private: sealed,
             created_ms: now,
             updated_ms: now,
         };
@@ -1406,8 +1466,8 @@ impl Instance {
             event_type: "KeyNewVersionCreated".into(),
             vault_guid: v.guid.clone(),
             vault_name: v.name.clone(),
-            key_name: canonical.clone(),
-            key_id: Self::kid(v, &canonical, &version),
+            key_name: canonical.to_owned(),
+            key_id: Self::kid(v, canonical, &version),
             version,
         });
         Ok(row)
@@ -1451,6 +1511,11 @@ impl Instance {
             |v| {
                 Self::check_key_name(name)?;
                 self.refuse_deleted_name(v, name)?;
+                if Self::is_hsm(v) {
+                    let exp = o.expires.or(self.policy_expiry(v, name)?);
+                    let row = self.create_hsm_version(v, name, &o.kty, o.size, o.attrs(exp))?;
+                    return Ok((self.bundle(v, &row)?, Some(row.version)));
+                }
                 let key = match Self::software_kty(&o.kty)? {
                     "RSA" => {
                         if o.curve.is_some() {
@@ -1495,6 +1560,11 @@ impl Instance {
                 if o.kty.to_ascii_uppercase().ends_with("-HSM") {
                     Self::software_kty(&o.kty)?;
                 }
+                if Self::is_hsm(v) {
+                    return Err(bad(
+                        "keys cannot be imported into a managed HSM: its keys are generated inside the token",
+                    ));
+                }
                 let key = PrivateKey::from_pem(pem).map_err(kv_err)?;
                 let row = self.store_version(v, name, &key, o.attrs(o.expires))?;
                 Ok((self.bundle(v, &row)?, Some(row.version)))
@@ -1526,7 +1596,7 @@ impl Instance {
         self.key_mgmt(self.principal(), vault, Some(name), "get", "get", |v| {
             let k = self.live_key(v, name)?;
             let row = self.version_row(v, &k, version)?;
-            let pem = self.open_private(v, &row)?.public_pem().map_err(kv_err)?;
+            let pem = self.open_material(v, &row)?.public_pem().map_err(kv_err)?;
             Ok((pem, Some(row.version)))
         })
     }
@@ -1711,7 +1781,7 @@ impl Instance {
                     "Operation \"purge\" is not allowed because purge protection is enabled for this vault. Key Vault service will automatically purge it after the retention period has passed.",
                 ));
             }
-            self.catalog.purge_key(&v.guid, &k.name)?;
+            self.purge_key_material(v, &k.name)?;
             Ok((json!({ "recoveryId": format!("{}/deletedkeys/{}", Self::vault_uri(v), k.name), "status": "Purged" }), None))
         })
     }
@@ -1719,38 +1789,36 @@ impl Instance {
     fn rotate_now(&self, v: &KeyVaultRow, k: &KeyRow) -> Result<KeyVersionRow> {
         let cur = self.version_row(v, k, None)?;
         let a = Self::attrs(&cur)?;
-        let old = self.open_private(v, &cur)?;
-        let jwk = old.public_jwk(&[]).map_err(kv_err)?;
-        let key = if old.kty() == coffer_keyvault::KeyType::Rsa {
-            let bits = jwk
-                .n
-                .as_deref()
-                .map(|n| coffer_keyvault::from_b64url(n).map(|b| b.len() * 8))
-                .transpose()
-                .map_err(kv_err)?
-                .unwrap_or(2048);
-            PrivateKey::generate_rsa(bits as u32).map_err(kv_err)?
-        } else {
-            PrivateKey::generate_ec(
-                coffer_keyvault::Curve::parse(jwk.crv.as_deref().unwrap_or("P-256"))
-                    .map_err(kv_err)?,
-            )
-            .map_err(kv_err)?
+        let jwk: coffer_keyvault::JsonWebKey =
+            serde_json::from_str(&cur.public_jwk_json).map_err(|_| {
+                Error::new(
+                    ErrorCode::CatalogError,
+                    "malformed public key in the catalog",
+                )
+            })?;
+        let attrs = KeyAttrs {
+            enabled: true,
+            nbf: None,
+            exp: self.policy_expiry(v, &k.name)?,
+            key_ops: a.key_ops,
+            tags: a.tags,
         };
-        drop(old);
-        let exp = self.policy_expiry(v, &k.name)?;
-        self.store_version(
-            v,
-            &k.name,
-            &key,
-            KeyAttrs {
-                enabled: true,
-                nbf: None,
-                exp,
-                key_ops: a.key_ops,
-                tags: a.tags,
-            },
-        )
+        let bits = jwk
+            .n
+            .as_deref()
+            .map(|n| coffer_keyvault::from_b64url(n).map(|b| b.len() as u32 * 8))
+            .transpose()
+            .map_err(kv_err)?;
+        if cur.kty.ends_with("-HSM") {
+            return self.create_hsm_version(v, &k.name, &cur.kty, bits, attrs);
+        }
+        let key = match bits {
+            Some(bits) => PrivateKey::generate_rsa(bits),
+            None => coffer_keyvault::Curve::parse(jwk.crv.as_deref().unwrap_or("P-256"))
+                .and_then(PrivateKey::generate_ec),
+        }
+        .map_err(kv_err)?;
+        self.store_version(v, &k.name, &key, attrs)
     }
 
     /// `coffer keyvault key rotate`: a new version now.
@@ -1868,7 +1936,7 @@ impl Instance {
         let mut n = 0;
         for v in self.catalog.key_vaults()? {
             if v.scheduled_purge_ms.is_some_and(|t| t <= now) {
-                self.catalog.purge_key_vault(&v.guid)?;
+                self.purge_vault_material(&v)?;
                 n += 1;
             }
         }
@@ -1877,7 +1945,7 @@ impl Instance {
                 continue;
             };
             if k.scheduled_purge_ms.is_some_and(|t| t <= now) {
-                self.catalog.purge_key(&k.vault_guid, &k.name)?;
+                self.purge_key_material(&v, &k.name)?;
                 let _ = self.catalog.log_key_audit(&KeyAuditRow {
                     seq: 0,
                     vault_guid: v.guid.clone(),
@@ -1967,6 +2035,82 @@ impl Instance {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn client_api_authorises_wraps_unwraps_and_publishes_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let inst = Instance::open(dir.path().join("h"), None).unwrap();
+        inst.create_key_vault("default", "kv-api", KeyVaultOptions::default())
+            .unwrap();
+        let b = inst
+            .create_key(
+                "kv-api",
+                "cmk",
+                KeyCreateOptions {
+                    kty: "RSA".into(),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        let kid = b["key"]["kid"].as_str().unwrap().to_owned();
+        let versionless = kid.rsplit_once('/').unwrap().0.to_owned();
+        let id = inst.create_identity("default", "vault-id").unwrap();
+        let who = id["principalId"].as_str().unwrap();
+        let client = inst.key_vault_client();
+        let dek = [7u8; 32];
+        let e = client
+            .wrap_key(who, &versionless, "RSA-OAEP-256", &dek)
+            .unwrap_err();
+        assert_eq!(
+            (e.code, e.inner_code.as_deref()),
+            (ErrorCode::Forbidden, Some("ForbiddenByRbac"))
+        );
+        let scope = format!(
+            "{}/keys/cmk",
+            inst.show_key_vault("kv-api").unwrap()["id"]
+                .as_str()
+                .unwrap()
+        );
+        inst.create_role_assignment("Key Vault Crypto Service Encryption User", who, &scope)
+            .unwrap();
+        let w = client
+            .wrap_key(who, &versionless, "RSA-OAEP-256", &dek)
+            .unwrap();
+        assert_eq!(
+            (w.kid.as_str(), w.alg.as_str()),
+            (kid.as_str(), "RSA-OAEP-256")
+        );
+        let u = client.unwrap_key(who, &w.kid, &w.alg, &w.value).unwrap();
+        assert_eq!(u.value.expose(), &dek);
+        assert_eq!(
+            client.get_key(who, &kid).unwrap()["key"]["kid"],
+            kid.as_str()
+        );
+        let events = inst.key_events_since(0).unwrap();
+        assert_eq!(events.len(), 1);
+        assert_eq!(
+            (events[0].event_type.as_str(), events[0].key_id.as_str()),
+            ("KeyNewVersionCreated", kid.as_str())
+        );
+        inst.rotate_key("kv-api", "cmk").unwrap();
+        let newer = inst.key_events_since(events[0].seq).unwrap();
+        assert_eq!(newer.len(), 1);
+        assert_ne!(newer[0].key_id, kid);
+        // The old version still unwraps; the versionless id now means the new one.
+        assert_eq!(
+            client
+                .unwrap_key(who, &w.kid, &w.alg, &w.value)
+                .unwrap()
+                .value
+                .expose(),
+            &dek
+        );
+        assert!(
+            client
+                .unwrap_key(who, &versionless, &w.alg, &w.value)
+                .is_err()
+        );
+    }
 
     #[test]
     fn durations() {

@@ -13,6 +13,7 @@
 
 mod error;
 mod groups;
+mod hsm;
 mod identity;
 mod instance;
 mod jobs;
@@ -27,6 +28,7 @@ mod util;
 mod vaults;
 
 pub use coffer_engine::{NoProgress, Progress};
+pub use coffer_keyvault::hsm::HsmConfig;
 pub use error::{Error, ErrorCode, Result};
 pub use instance::{Instance, InstanceInfo, MASTER_KEY_FILE_NAME};
 pub use keyvault::{

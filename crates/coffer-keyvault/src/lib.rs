@@ -10,9 +10,11 @@
 //!
 //! All private-key operations (RSA-OAEP decryption, RSA and ECDSA signatures) go
 //! through aws-lc-rs, whose RSA private operations are constant-time (blinded);
-//! nothing here is hand-rolled. `RSA1_5` is refused on purpose.
+//! nothing here is hand-rolled. `RSA1_5` is refused on purpose. HSM-protected keys
+//! ([`hsm`]) never leave their PKCS#11 token.
 
 mod alg;
+pub mod hsm;
 mod key;
 mod pem;
 
@@ -29,6 +31,9 @@ pub enum KvError {
     /// The operation failed cryptographically (e.g. a ciphertext that does not decrypt).
     #[error("{0}")]
     Crypto(String),
+    /// The PKCS#11 token failed or is unreachable.
+    #[error("{0}")]
+    Hsm(String),
 }
 
 /// Result alias of this crate.
