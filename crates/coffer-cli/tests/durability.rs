@@ -168,6 +168,15 @@ fn second_backup_adds_almost_nothing_and_a_middle_edit_adds_about_one_chunk() {
         added(&second)
     );
 
+    // Another backup instance of the same data deduplicates against the first.
+    c.dir_instance("v1", "img-copy", &src);
+    let other = c.backup("v1", "img-copy");
+    assert!(
+        added(&other) < 64 * 1024,
+        "a second instance of the same data added {} bytes",
+        added(&other)
+    );
+
     // Rewrite 1 MiB in the middle.
     let edit = pseudo_random(MIB, 77);
     big[100 * MIB..101 * MIB].copy_from_slice(&edit);
