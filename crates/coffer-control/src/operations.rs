@@ -16,7 +16,6 @@ use coffer_engine::{
     BackupRequest, BackupSource, Progress, RecoveryPointInfo, Repository, RestoreRequest,
     SourceKind,
 };
-use coffer_store::{ObjectKey, ObjectStore};
 
 use crate::{
     Error, ErrorCode, Instance, Result,
@@ -136,24 +135,18 @@ impl Instance {
     /// so that using it reports the damage (`DataCorrupted`) instead of
     /// `RecoveryPointNotFound`.
     fn reconcile(&self, v: &VaultRow, repo: &Repository) -> Result<Vec<RecoveryPointInfo>> {
-        let infos = repo.list_recovery_points()?;
+        // Storage is the source of truth: readable points are (re)recorded, points
+        // gone from storage are dropped, and damaged ones stay listed so that a
+        // restore reports the damage instead of "not found".
+        let (infos, damaged) = repo.scan_recovery_points()?;
         let rows: Vec<RecoveryPointRow> = infos.iter().map(rp_row).collect();
-        let listed: HashSet<&str> = infos.iter().map(|i| i.id.as_str()).collect();
-        let missing: Vec<String> = self
+        let damaged: HashSet<&str> = damaged.iter().map(String::as_str).collect();
+        let keep: Vec<String> = self
             .catalog
             .vault_recovery_point_ids(&v.guid)?
             .into_iter()
-            .filter(|id| !listed.contains(id.as_str()))
+            .filter(|id| damaged.contains(id.as_str()))
             .collect();
-        let mut keep = Vec::new();
-        if !missing.is_empty() {
-            let store = self.open_store(v)?;
-            for id in missing {
-                if manifest_present(store.as_ref(), &id)? {
-                    keep.push(id);
-                }
-            }
-        }
         self.catalog
             .reconcile_recovery_points(&v.guid, &rows, &keep)?;
         Ok(infos)
@@ -556,13 +549,6 @@ impl Instance {
 
 /// Whether the manifest object of recovery point `id` still exists in storage
 /// (`points/{id}`, see docs/format.md), readable or not.
-fn manifest_present(store: &dyn ObjectStore, id: &str) -> Result<bool> {
-    let Ok(key) = ObjectKey::new(format!("points/{id}")) else {
-        return Ok(false);
-    };
-    Ok(store.size(&key)?.is_some())
-}
-
 fn absolute(p: &std::path::Path) -> Result<PathBuf> {
     std::path::absolute(p).map_err(|e| {
         Error::new(

@@ -188,7 +188,25 @@ impl Repository {
         restore::run(&self.inner, req, progress)
     }
 
-    /// All recovery points in storage, oldest first.
+    /// Every recovery point in storage: the readable ones (oldest first) and the ids
+    /// of those whose manifest exists but cannot be read (damaged). A damaged
+    /// recovery point still exists: restoring it reports the damage.
+    pub fn scan_recovery_points(
+        &self,
+    ) -> Result<(Vec<RecoveryPointInfo>, Vec<String>), EngineError> {
+        let mut ok = Vec::new();
+        let mut damaged = Vec::new();
+        for (key, m) in self.inner.load_manifests()? {
+            match m {
+                Ok(m) => ok.push(m.info),
+                Err(_) => damaged.push(key.name().to_owned()),
+            }
+        }
+        ok.sort_by(|a, b| (a.time, &a.id).cmp(&(b.time, &b.id)));
+        Ok((ok, damaged))
+    }
+
+    /// The readable recovery points in storage, oldest first.
     pub fn list_recovery_points(&self) -> Result<Vec<RecoveryPointInfo>, EngineError> {
         let mut v: Vec<RecoveryPointInfo> = self
             .inner
