@@ -13,6 +13,7 @@
 mod kv;
 mod rows;
 mod schema;
+mod settings;
 
 use std::{path::Path, time::Duration};
 
@@ -21,6 +22,7 @@ use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, 
 pub use kv::*;
 pub use rows::*;
 pub use schema::SCHEMA_VERSION;
+pub use settings::VaultSettingsRow;
 
 /// Catalog failures.
 #[derive(Debug, thiserror::Error)]
@@ -459,6 +461,7 @@ impl Catalog {
             });
         }
         tx.execute("DELETE FROM jobs WHERE vault_guid = ?1", [guid])?;
+        tx.execute("DELETE FROM vault_settings WHERE vault_guid = ?1", [guid])?;
         tx.execute("DELETE FROM backup_vaults WHERE guid = ?1", [guid])?;
         tx.commit()?;
         Ok(true)

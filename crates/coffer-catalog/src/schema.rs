@@ -5,7 +5,7 @@
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
 
-pub(crate) const MIGRATIONS: [&str; 2] = [V1, V2];
+pub(crate) const MIGRATIONS: [&str; 3] = [V1, V2, V3];
 
 const V1: &str = r#"
 CREATE TABLE instance (
@@ -209,5 +209,14 @@ CREATE TABLE key_events (
     key_name   TEXT NOT NULL,
     key_id     TEXT NOT NULL,
     version    TEXT NOT NULL
+);
+"#;
+
+/// Part 3: backup vault identities and customer-managed-key settings.
+const V3: &str = r#"
+CREATE TABLE vault_settings (
+    vault_guid      TEXT PRIMARY KEY,
+    identity_json   TEXT NOT NULL DEFAULT '{}',
+    encryption_json TEXT
 );
 "#;

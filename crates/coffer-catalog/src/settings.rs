@@ -1,0 +1,72 @@
+//! Catalog table of part 3: a backup vault's managed identities and its
+//! customer-managed-key settings (`vault_settings`, one row per vault that has any).
+
+use rusqlite::{OptionalExtension, params};
+
+use crate::{Catalog, Result};
+
+/// A backup vault's identity and encryption settings, as JSON documents owned by
+/// the control plane (`{}` / `None` when never set).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VaultSettingsRow {
+    /// Managed identities of the vault (JSON object).
+    pub identity_json: String,
+    /// Customer-managed-key settings (JSON object); `None` for a PMK vault.
+    pub encryption_json: Option<String>,
+}
+
+impl Catalog {
+    /// The settings of vault `guid` (defaults when the vault has none).
+    pub fn vault_settings(&self, guid: &str) -> Result<VaultSettingsRow> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT identity_json, encryption_json FROM vault_settings WHERE vault_guid = ?1",
+                [guid],
+                |r| {
+                    Ok(VaultSettingsRow {
+                        identity_json: r.get(0)?,
+                        encryption_json: r.get(1)?,
+                    })
+                },
+            )
+            .optional()?
+            .unwrap_or_else(|| VaultSettingsRow {
+                identity_json: "{}".into(),
+                encryption_json: None,
+            }))
+    }
+
+    /// Replaces the identity settings of vault `guid`.
+    pub fn set_vault_identity(&self, guid: &str, identity_json: &str) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO vault_settings (vault_guid, identity_json) VALUES (?1, ?2) \
+             ON CONFLICT (vault_guid) DO UPDATE SET identity_json = excluded.identity_json",
+            params![guid, identity_json],
+        )?;
+        Ok(())
+    }
+
+    /// Replaces, in one transaction, a vault's wrapped DEK record, its encryption
+    /// state and its customer-managed-key settings.
+    pub fn set_vault_encryption(
+        &self,
+        guid: &str,
+        wrapped_key_json: &str,
+        encryption_state: &str,
+        encryption_json: &str,
+    ) -> Result<()> {
+        let tx = self.tx()?;
+        tx.execute(
+            "UPDATE backup_vaults SET wrapped_key_json = ?2, encryption_state = ?3 WHERE guid = ?1",
+            params![guid, wrapped_key_json, encryption_state],
+        )?;
+        tx.execute(
+            "INSERT INTO vault_settings (vault_guid, encryption_json) VALUES (?1, ?2) \
+             ON CONFLICT (vault_guid) DO UPDATE SET encryption_json = excluded.encryption_json",
+            params![guid, encryption_json],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+}
