@@ -143,6 +143,19 @@ pub(crate) enum VaultCmd {
         /// Tags, KEY=VALUE (repeatable).
         #[arg(long, num_args = 1..)]
         tags: Vec<String>,
+        #[command(flatten)]
+        identity: IdentityArgs,
+        #[command(flatten)]
+        cmk: CmkArgs,
+    },
+    /// Change a vault's managed identities or its customer-managed key (docs/cmk.md).
+    Update {
+        #[command(flatten)]
+        vault: VaultSel,
+        #[command(flatten)]
+        identity: IdentityArgs,
+        #[command(flatten)]
+        cmk: CmkArgs,
     },
     /// Show a backup vault (BackupVaultResource).
     Show {
@@ -168,6 +181,58 @@ pub(crate) enum VaultCmd {
         #[arg(long)]
         read_data: bool,
     },
+}
+
+/// Managed identities of a backup vault.
+#[derive(Debug, Args)]
+pub(crate) struct IdentityArgs {
+    /// Identity type: None, SystemAssigned, UserAssigned or "SystemAssigned,UserAssigned".
+    #[arg(long = "type", value_name = "TYPE")]
+    pub(crate) identity_type: Option<String>,
+    /// User-assigned identities to attach, as JSON: '{"<identity-id>":{}}'.
+    #[arg(long, value_name = "JSON")]
+    pub(crate) user_assigned_identities: Option<String>,
+}
+
+impl From<IdentityArgs> for coffer_control::IdentityOptions {
+    fn from(a: IdentityArgs) -> Self {
+        Self {
+            identity_type: a.identity_type,
+            user_assigned_identities: a.user_assigned_identities,
+        }
+    }
+}
+
+/// Customer-managed key of a backup vault.
+#[derive(Debug, Args)]
+pub(crate) struct CmkArgs {
+    /// Key URI: https://KV.vault.coffer.local/keys/NAME[/VERSION] (versionless: follows new versions).
+    #[arg(long, value_name = "URI")]
+    pub(crate) cmk_encryption_key_uri: Option<String>,
+    /// Enabled (Disabled is refused once enabled: no return to the platform key).
+    #[arg(long, value_name = "STATE")]
+    pub(crate) cmk_encryption_state: Option<String>,
+    /// Identity that uses the key: SystemAssigned or UserAssigned.
+    #[arg(long, value_name = "TYPE")]
+    pub(crate) cmk_identity_type: Option<String>,
+    /// ARM id of the user-assigned identity that uses the key.
+    #[arg(long, value_name = "ID")]
+    pub(crate) cmk_user_assigned_identity_id: Option<String>,
+    /// Infrastructure encryption: Enabled only at creation with a customer-managed key (recorded; the second layer is not implemented yet).
+    #[arg(long, value_name = "STATE")]
+    pub(crate) cmk_infrastructure_encryption: Option<String>,
+}
+
+impl From<CmkArgs> for coffer_control::CmkOptions {
+    fn from(a: CmkArgs) -> Self {
+        Self {
+            key_uri: a.cmk_encryption_key_uri,
+            state: a.cmk_encryption_state,
+            identity_type: a.cmk_identity_type,
+            user_assigned_identity_id: a.cmk_user_assigned_identity_id,
+            infrastructure_encryption: a.cmk_infrastructure_encryption,
+        }
+    }
 }
 
 /// Datasource types.

@@ -114,12 +114,28 @@ fn run(cli: Cli, p: &Printer) -> Result<()> {
                 vault,
                 location,
                 tags,
+                identity,
+                cmk,
             } => p.vault(&inst.create_vault(
                 &vault.resource_group,
                 &vault.vault_name,
                 VaultCreateOptions {
                     location,
                     tags: parse_tags(&tags)?,
+                    identity: identity.into(),
+                    cmk: cmk.into(),
+                },
+            )?),
+            VaultCmd::Update {
+                vault,
+                identity,
+                cmk,
+            } => p.vault(&inst.update_vault(
+                &vault.resource_group,
+                &vault.vault_name,
+                coffer_control::VaultUpdateOptions {
+                    identity: identity.into(),
+                    cmk: cmk.into(),
                 },
             )?),
             VaultCmd::Show { vault } => {

@@ -87,6 +87,30 @@ pub enum ErrorCode {
     Conflict,
     /// A Key Vault parameter is invalid: key type, size or curve, algorithm (RSA1_5 is refused), a value that is not base64url or does not fit the key, retention days outside 7..90, an irreversible setting being turned off, or an HSM key type without a configured token.
     BadParameter,
+    /// CMK: soft delete is not enabled on the key vault.
+    CmkSoftDeleteNotEnabledOnKeyVault,
+    /// CMK: purge protection is not enabled on the key vault.
+    CmkPurgeProtectionNotEnabledOnKeyVault,
+    /// CMK: the vault's identity lacks get/wrapKey/unwrapKey on the key, is disabled or detached, or the key is not RSA (the seed's spelling, sic).
+    CmkMissingManagedIdentityPermission,
+    /// CMK: the key vault or the key does not exist, is soft-deleted, or cannot be reached.
+    CmkKeyVaultAuthFailure,
+    /// CMK: the RSA key is not 2048, 3072 or 4096 bits.
+    CmkUnsupportedKeySize,
+    /// CMK: the key is disabled, expired or not yet valid.
+    CmkKeyDisabledOrExpired,
+    /// CMK: the key URI is not {vaultUri}/keys/{name}[/{version}].
+    CmkInvalidKeyUri,
+    /// CMK: one update changed both the key URI and the identity.
+    CmkKeyAndIdentityUpdateInSameRequest,
+    /// CMK: encryption cannot go back to the platform-managed key.
+    CmkCannotRevertToPlatformKey,
+    /// CMK: a system-assigned identity was chosen for the key at vault creation.
+    CmkSystemAssignedIdentityNotAllowedAtCreation,
+    /// CMK: infrastructure encryption was set after creation or without a customer-managed key.
+    CmkInfrastructureEncryptionOnlyAtCreation,
+    /// CMK: a user-assigned identity with a key vault that limits network access (defaultAction Deny).
+    CmkUserAssignedIdentityWithRestrictedKeyVault,
     /// An unexpected internal failure (a bug).
     InternalError,
 }
@@ -129,6 +153,18 @@ impl ErrorCode {
         Self::KeyNotFound,
         Self::Conflict,
         Self::BadParameter,
+        Self::CmkSoftDeleteNotEnabledOnKeyVault,
+        Self::CmkPurgeProtectionNotEnabledOnKeyVault,
+        Self::CmkMissingManagedIdentityPermission,
+        Self::CmkKeyVaultAuthFailure,
+        Self::CmkUnsupportedKeySize,
+        Self::CmkKeyDisabledOrExpired,
+        Self::CmkInvalidKeyUri,
+        Self::CmkKeyAndIdentityUpdateInSameRequest,
+        Self::CmkCannotRevertToPlatformKey,
+        Self::CmkSystemAssignedIdentityNotAllowedAtCreation,
+        Self::CmkInfrastructureEncryptionOnlyAtCreation,
+        Self::CmkUserAssignedIdentityWithRestrictedKeyVault,
         Self::InternalError,
     ];
 
@@ -170,6 +206,30 @@ impl ErrorCode {
             Self::KeyNotFound => "KeyNotFound",
             Self::Conflict => "Conflict",
             Self::BadParameter => "BadParameter",
+            Self::CmkSoftDeleteNotEnabledOnKeyVault => "UserErrorCMKSoftDeleteNotEnabledOnKeyVault",
+            Self::CmkPurgeProtectionNotEnabledOnKeyVault => {
+                "UserErrorCMKPurgeProtectionNotEnabledOnKeyVault"
+            }
+            Self::CmkMissingManagedIdentityPermission => {
+                "UserErrorCMKMissingMangedIdentityPermissionOnKeyVault"
+            }
+            Self::CmkKeyVaultAuthFailure => "UserErrorCMKKeyVaultAuthFailure",
+            Self::CmkUnsupportedKeySize => "UserErrorCMKUnsupportedKeySize",
+            Self::CmkKeyDisabledOrExpired => "UserErrorCMKKeyDisabledOrExpired",
+            Self::CmkInvalidKeyUri => "UserErrorCMKInvalidKeyUri",
+            Self::CmkKeyAndIdentityUpdateInSameRequest => {
+                "UserErrorCMKKeyAndIdentityUpdateInSameRequest"
+            }
+            Self::CmkCannotRevertToPlatformKey => "UserErrorCMKCannotRevertToPlatformKey",
+            Self::CmkSystemAssignedIdentityNotAllowedAtCreation => {
+                "UserErrorCMKSystemAssignedIdentityNotAllowedAtCreation"
+            }
+            Self::CmkInfrastructureEncryptionOnlyAtCreation => {
+                "UserErrorCMKInfrastructureEncryptionOnlyAtCreation"
+            }
+            Self::CmkUserAssignedIdentityWithRestrictedKeyVault => {
+                "UserErrorCMKUserAssignedIdentityWithRestrictedKeyVault"
+            }
             Self::InternalError => "InternalError",
         }
     }
@@ -264,6 +324,40 @@ impl ErrorCode {
                 "Recover the deleted object, or purge it (unless purge protection is on), or choose another name."
             }
             Self::BadParameter => "Correct the parameter; see docs/keyvault.md.",
+            Self::CmkSoftDeleteNotEnabledOnKeyVault => {
+                "Enable soft delete on the key vault (`coffer keyvault update -n KV --enable-soft-delete true`), then retry."
+            }
+            Self::CmkPurgeProtectionNotEnabledOnKeyVault => {
+                "Enable purge protection on the key vault (`coffer keyvault update -n KV --enable-purge-protection true`), then retry."
+            }
+            Self::CmkMissingManagedIdentityPermission => {
+                "Grant the identity used for encryption get, wrapKey and unwrapKey (access policy) or the Key Vault Crypto Service Encryption User role (RBAC), reattach or re-enable it, use an RSA key, then retry."
+            }
+            Self::CmkKeyVaultAuthFailure => {
+                "Check the key URI; recover a soft-deleted key or key vault (`coffer keyvault key recover` / `coffer keyvault recover`), then retry."
+            }
+            Self::CmkUnsupportedKeySize => "Use an RSA key of 2048, 3072 or 4096 bits.",
+            Self::CmkKeyDisabledOrExpired => {
+                "Enable the key or fix its activation/expiry dates (`coffer keyvault key set-attributes`), or move the vault to another key, then retry."
+            }
+            Self::CmkInvalidKeyUri => {
+                "Copy the key id from `coffer keyvault key show` (kid), with or without its version."
+            }
+            Self::CmkKeyAndIdentityUpdateInSameRequest => {
+                "Update the key URI and the identity in two separate requests."
+            }
+            Self::CmkCannotRevertToPlatformKey => {
+                "Keep --cmk-encryption-state Enabled; change the key or the identity instead."
+            }
+            Self::CmkSystemAssignedIdentityNotAllowedAtCreation => {
+                "Use a user-assigned identity at creation, or create the vault, enable its system-assigned identity, grant it access and update the encryption settings."
+            }
+            Self::CmkInfrastructureEncryptionOnlyAtCreation => {
+                "Set --cmk-infrastructure-encryption only with `backup-vault create` together with a customer-managed key."
+            }
+            Self::CmkUserAssignedIdentityWithRestrictedKeyVault => {
+                "Use the system-assigned identity for this key vault, or allow network access (`--default-action Allow`)."
+            }
             Self::InternalError => return None,
         })
     }
@@ -401,10 +495,15 @@ impl From<WrapError> for Error {
                 }
                 err
             }
-            WrapError::Unavailable { code, message } => Error::new(
-                ErrorCode::EncryptionKeyUnavailable,
-                format!("{code}: {message}"),
-            ),
+            WrapError::Unavailable { code, message } => {
+                match ErrorCode::ALL.iter().find(|c| c.as_str() == code) {
+                    Some(c) => Error::new(*c, message),
+                    None => Error::new(
+                        ErrorCode::EncryptionKeyUnavailable,
+                        format!("{code}: {message}"),
+                    ),
+                }
+            }
             other => Error::new(ErrorCode::EncryptionKeyUnavailable, other.to_string()),
         }
     }

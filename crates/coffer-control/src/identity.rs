@@ -12,7 +12,7 @@ use crate::{Error, ErrorCode, Instance, Result, util, validate_group_name};
 const UAI_TYPE: &str = "Microsoft.ManagedIdentity/userAssignedIdentities";
 
 impl Instance {
-    fn identity_id(&self, group: &str, name: &str) -> String {
+    pub(crate) fn identity_id(&self, group: &str, name: &str) -> String {
         format!(
             "/subscriptions/{}/resourceGroups/{group}/providers/{UAI_TYPE}/{name}",
             self.subscription_id()

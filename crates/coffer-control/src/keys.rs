@@ -1,27 +1,46 @@
 //! Which key encryption key (KEK) protects a vault's DEK, and unwrapping it.
 //!
 //! The DEK of a vault is stored only wrapped ([`WrappedKey`]). [`Instance::kek_for`]
-//! selects the [`KeyWrapper`] named by the record: today the instance's
-//! platform-managed key; customer-managed keys slot in here later without any
-//! change to the data path (the engine only ever receives the unwrapped DEK).
+//! selects the [`KeyWrapper`] named by the record: the instance's platform-managed
+//! key, or a customer-managed key reached through the vault's managed identity
+//! ([`crate::cmk::CmkWrapper`]). The data path never changes: the engine only ever
+//! receives the unwrapped DEK, which is never cached beyond one command.
 
+use coffer_catalog::VaultRow;
 use coffer_crypto::{DataKey, KeyWrapper, PlatformKey, WrappedKey, wrap::KekKind};
 
-use crate::{Error, ErrorCode, Instance, Result};
+use crate::{Error, ErrorCode, Instance, Result, cmk::CmkWrapper};
 
 /// The key id of a platform key.
 pub(crate) fn describe_pmk(pmk: &PlatformKey) -> String {
     pmk.describe().key_id
 }
 
+/// A KEK able to unwrap one record.
+pub(crate) enum Kek<'a> {
+    /// The instance's platform key.
+    Platform(&'a PlatformKey),
+    /// A customer-managed key, used as the vault's identity.
+    Customer(Box<CmkWrapper<'a>>),
+}
+
+impl Kek<'_> {
+    pub(crate) fn as_wrapper(&self) -> &dyn KeyWrapper {
+        match self {
+            Self::Platform(p) => *p,
+            Self::Customer(c) => c.as_ref(),
+        }
+    }
+}
+
 impl Instance {
-    /// The KEK able to unwrap `rec`.
-    pub(crate) fn kek_for(&self, rec: &WrappedKey) -> Result<&dyn KeyWrapper> {
+    /// The KEK able to unwrap `rec`, a record of vault `v`.
+    pub(crate) fn kek_for(&self, v: &VaultRow, rec: &WrappedKey) -> Result<Kek<'_>> {
         match rec.kek.kind {
             KekKind::PlatformManaged => {
                 let ours = self.pmk.describe().key_id;
                 if rec.kek.key_id == ours {
-                    Ok(&self.pmk)
+                    Ok(Kek::Platform(&self.pmk))
                 } else {
                     Err(Error::new(
                         ErrorCode::EncryptionKeyUnavailable,
@@ -33,14 +52,7 @@ impl Instance {
                     ))
                 }
             }
-            KekKind::CustomerManaged => Err(Error::new(
-                ErrorCode::EncryptionKeyUnavailable,
-                format!(
-                    "the vault's data encryption key is wrapped by customer-managed key {}, \
-                     which this version of coffer cannot use",
-                    rec.kek.key_id
-                ),
-            )),
+            KekKind::CustomerManaged => Ok(Kek::Customer(Box::new(self.cmk_wrapper_for(v, rec)?))),
         }
     }
 
@@ -49,21 +61,21 @@ impl Instance {
         &self.pmk
     }
 
-    /// Unwraps a vault's DEK from its catalog record, checking it belongs to `vault_guid`.
-    pub(crate) fn unwrap_dek(&self, vault_guid: &str, wrapped_key_json: &str) -> Result<DataKey> {
-        let rec = WrappedKey::from_json(wrapped_key_json.as_bytes()).map_err(|_| {
+    /// Unwraps a vault's DEK from its catalog record, checking it belongs to the vault.
+    pub(crate) fn unwrap_dek(&self, v: &VaultRow) -> Result<DataKey> {
+        let rec = WrappedKey::from_json(v.wrapped_key_json.as_bytes()).map_err(|_| {
             Error::new(
                 ErrorCode::CatalogError,
                 "the vault's wrapped data encryption key record in the catalog is malformed",
             )
         })?;
-        if rec.vault_id != vault_guid {
+        if rec.vault_id != v.guid {
             return Err(Error::new(
                 ErrorCode::EncryptionKeyUnavailable,
                 "the vault's wrapped data encryption key record belongs to another vault",
             ));
         }
-        let kek = self.kek_for(&rec)?;
-        Ok(rec.open(kek)?)
+        let kek = self.kek_for(v, &rec)?;
+        Ok(rec.open(kek.as_wrapper())?)
     }
 }

@@ -11,6 +11,7 @@
 //! storage engine (`coffer-engine`), the crypto layer (`coffer-crypto`) and the
 //! object store (`coffer-store`). The CLI talks only to this crate.
 
+mod cmk;
 mod error;
 mod groups;
 mod hsm;
@@ -27,6 +28,7 @@ pub mod resources;
 mod util;
 mod vaults;
 
+pub use cmk::{CmkOptions, IdentityOptions, VaultUpdateOptions};
 pub use coffer_engine::{NoProgress, Progress};
 pub use coffer_keyvault::hsm::HsmConfig;
 pub use error::{Error, ErrorCode, Result};

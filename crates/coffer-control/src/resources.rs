@@ -61,7 +61,7 @@ pub struct BackupVaultResource {
     pub location: String,
     /// Tags.
     pub tags: BTreeMap<String, String>,
-    /// Managed identity (`{"type":"None"}` for now).
+    /// Managed identities of the vault.
     pub identity: Identity,
     /// Vault properties.
     pub properties: BackupVaultProperties,
@@ -71,9 +71,39 @@ pub struct BackupVaultResource {
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct Identity {
-    /// `None`, `SystemAssigned`, ...
+    /// `None`, `SystemAssigned`, `UserAssigned` or `SystemAssigned,UserAssigned`.
     #[serde(rename = "type")]
     pub identity_type: String,
+    /// The system-assigned identity's principal id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub principal_id: Option<String>,
+    /// Tenant id (when any identity is enabled).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenant_id: Option<String>,
+    /// Attached user-assigned identities by ARM id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_assigned_identities: Option<BTreeMap<String, UserAssignedIdentityDetails>>,
+}
+
+/// An attached user-assigned identity.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct UserAssignedIdentityDetails {
+    /// Principal (object) id (absent if the identity was deleted).
+    pub principal_id: Option<String>,
+    /// Client id.
+    pub client_id: Option<String>,
+}
+
+/// `kekIdentity` of the encryption settings.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct KekIdentity {
+    /// `SystemAssigned` or `UserAssigned`.
+    pub identity_type: String,
+    /// The user-assigned identity's ARM id (UserAssigned only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub identity_id: Option<String>,
 }
 
 /// `properties` of a vault.
@@ -133,7 +163,10 @@ pub struct EncryptionSettings {
     /// Customer-managed key (absent for PMK).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key_vault_properties: Option<KeyVaultProperties>,
-    /// `Disabled`.
+    /// The identity that uses the key (absent for PMK).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kek_identity: Option<KekIdentity>,
+    /// `Enabled` (recorded at creation with CMK) or `Disabled`.
     pub infrastructure_encryption: String,
 }
 
@@ -141,8 +174,12 @@ pub struct EncryptionSettings {
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct KeyVaultProperties {
-    /// Key URI.
+    /// Key URI as given (versioned, or versionless for autorotation).
     pub key_uri: String,
+    /// Coffer: the versioned key id that wraps the DEK now.
+    pub current_key_id: String,
+    /// Coffer: the key version in use.
+    pub current_key_version: String,
 }
 
 /// One `storageSettings` entry.

@@ -21,8 +21,8 @@ use crate::{
     resources::{
         BackupInstanceProperties, BackupInstanceResource, BackupVaultProperties,
         BackupVaultResource, DatasourceInfo, DeleteResult, EncryptionSettings, INSTANCE_TYPE,
-        Identity, KeyVaultProperties, SecuritySettings, SoftDeleteSettings, StateSetting,
-        StorageSetting, VAULT_TYPE,
+        KeyVaultProperties, SecuritySettings, SoftDeleteSettings, StateSetting, StorageSetting,
+        VAULT_TYPE,
     },
     util::{self, now_rfc3339},
 };
@@ -36,6 +36,10 @@ pub struct VaultCreateOptions {
     pub location: Option<String>,
     /// Tags.
     pub tags: BTreeMap<String, String>,
+    /// Managed identities (`--type`, `--user-assigned-identities`).
+    pub identity: crate::cmk::IdentityOptions,
+    /// Customer-managed key (`--cmk-*`).
+    pub cmk: crate::cmk::CmkOptions,
 }
 
 /// The datasource of a new backup instance.
@@ -48,6 +52,7 @@ pub struct DatasourceSpec {
 }
 
 const ENCRYPTION_PMK: &str = "Disabled";
+const ENCRYPTION_CMK: &str = "Enabled";
 
 impl Instance {
     pub(crate) fn vault_id(&self, v: &VaultRow) -> String {
@@ -96,24 +101,34 @@ impl Instance {
         })
     }
 
-    fn vault_resource(&self, v: &VaultRow) -> BackupVaultResource {
+    pub(crate) fn vault_resource(&self, v: &VaultRow) -> BackupVaultResource {
         let storage_settings: Vec<StorageSetting> =
             serde_json::from_str(&v.storage_settings_json).unwrap_or_default();
+        let cmk = self.vault_cmk(&v.guid).ok().flatten();
         let key_vault_properties = WrappedKey::from_json(v.wrapped_key_json.as_bytes())
             .ok()
             .filter(|w| w.kek.kind == coffer_crypto::wrap::KekKind::CustomerManaged)
             .map(|w| KeyVaultProperties {
-                key_uri: w.kek.key_id,
+                key_uri: cmk
+                    .as_ref()
+                    .map_or_else(|| w.kek.key_id.clone(), |c| c.key_uri.clone()),
+                current_key_version: w
+                    .kek
+                    .key_id
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned(),
+                current_key_id: w.kek.key_id,
             });
+        let identity = self.vault_identity(&v.guid).unwrap_or_default();
         BackupVaultResource {
             id: self.vault_id(v),
             name: v.name.clone(),
             resource_type: VAULT_TYPE.to_owned(),
             location: v.location.clone(),
             tags: parse_tags(&v.tags_json),
-            identity: Identity {
-                identity_type: "None".to_owned(),
-            },
+            identity: self.identity_resource(&identity),
             properties: BackupVaultProperties {
                 provisioning_state: "Succeeded".to_owned(),
                 security_settings: SecuritySettings {
@@ -127,7 +142,16 @@ impl Instance {
                     encryption_settings: EncryptionSettings {
                         state: v.encryption_state.clone(),
                         key_vault_properties,
-                        infrastructure_encryption: "Disabled".to_owned(),
+                        kek_identity: cmk.as_ref().map(|c| c.kek_identity()),
+                        infrastructure_encryption: if cmk
+                            .as_ref()
+                            .is_some_and(|c| c.infrastructure_encryption)
+                        {
+                            "Enabled"
+                        } else {
+                            "Disabled"
+                        }
+                        .to_owned(),
                     },
                 },
                 storage_settings,
@@ -139,7 +163,7 @@ impl Instance {
 
     /// Opens a vault's repository: unwraps its DEK and opens its storage.
     pub(crate) fn open_repository(&self, v: &VaultRow) -> Result<Repository> {
-        let dek = self.unwrap_dek(&v.guid, &v.wrapped_key_json)?;
+        let dek = self.unwrap_dek(v)?;
         let store = self.open_store(v)?;
         Ok(Repository::open(store, self.lock_path(&v.guid), dek)?)
     }
@@ -199,7 +223,17 @@ impl Instance {
         let guid = util::new_guid();
         let created = now_rfc3339();
         let dek = DataKey::generate()?;
-        let wrapped = WrappedKey::seal(self.active_kek(), &dek, &guid, created.clone())?;
+        // Identities and CMK are validated (and the DEK wrapped by the CMK) before
+        // anything is created.
+        let (identity, cmk) =
+            self.prepare_create_settings(&opts.identity, &opts.cmk, &dek, &guid)?;
+        let (wrapped, encryption_state) = match &cmk {
+            Some((_, rec)) => (rec.clone(), ENCRYPTION_CMK),
+            None => (
+                WrappedKey::seal(self.active_kek(), &dek, &guid, created.clone())?,
+                ENCRYPTION_PMK,
+            ),
+        };
         let row = VaultRow {
             guid: guid.clone(),
             name: name.to_owned(),
@@ -208,7 +242,7 @@ impl Instance {
             created,
             created_by: self.principal().to_owned(),
             wrapped_key_json: wrapped.to_json(),
-            encryption_state: ENCRYPTION_PMK.to_owned(),
+            encryption_state: encryption_state.to_owned(),
             storage_settings_json: serde_json::to_string(&[StorageSetting {
                 datastore_type: "VaultStore".to_owned(),
                 redundancy: "LocallyRedundant".to_owned(),
@@ -228,6 +262,11 @@ impl Instance {
                 RepoParams::default(),
             )?;
             self.catalog.create_vault(&row)?;
+            if let Err(e) = self.store_create_settings(&row, identity, cmk.as_ref().map(|c| &c.0)) {
+                let _ = self.delete_system_identity(&self.vault_id(&row));
+                let _ = self.catalog.delete_vault(&row.guid);
+                return Err(e);
+            }
             Ok(())
         })();
         if let Err(e) = made {
@@ -322,6 +361,7 @@ impl Instance {
             }
             return Err(e.into());
         }
+        let _ = self.delete_system_identity(&self.vault_id(v));
         if moved {
             remove_tree(&doomed)?;
         }

@@ -64,7 +64,10 @@ pub enum WrapError {
 /// `context` binds a wrapped DEK to its vault where the algorithm supports
 /// associated data (AES-GCM); RSA-OAEP implementations ignore it, and the binding
 /// then comes from the record's `vaultId` being checked by the caller.
-pub trait KeyWrapper: Send + Sync {
+///
+/// Not required to be `Send`/`Sync`: a customer-managed key's wrapper calls the key
+/// vault through the control plane's (single-threaded) catalog connection.
+pub trait KeyWrapper {
     /// Which key and algorithm this wrapper uses.
     fn describe(&self) -> KekDescriptor;
     /// Wraps `dek`.

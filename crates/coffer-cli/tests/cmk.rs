@@ -1,0 +1,508 @@
+//! Black-box tests of part 3 through the `coffer` binary: backup vault identities,
+//! customer-managed keys (CMK) at creation and by update, every refusal rule with
+//! its exact code, and jobs failing (then recovering) when key access is lost.
+
+mod common;
+
+use std::fs;
+
+use common::{Coffer, Out, rp_id, snapshot};
+use serde_json::Value;
+
+const CSEU: &str = "Key Vault Crypto Service Encryption User";
+
+/// Runs `coffer -o json ARGS` (ARGS split on spaces).
+fn sh(c: &Coffer, line: &str) -> Out {
+    let mut args = vec!["-o", "json"];
+    args.extend(line.split_whitespace());
+    c.run(&args)
+}
+
+fn ok(c: &Coffer, line: &str) -> Value {
+    sh(c, line).ok().clone()
+}
+
+#[track_caller]
+fn refused(c: &Coffer, line: &str, code: &str) {
+    assert_eq!(sh(c, line).code(), code, "{line}");
+}
+
+/// A user-assigned identity: (ARM id, principal id).
+fn uami(c: &Coffer, name: &str) -> (String, String) {
+    let v = ok(c, &format!("identity create -n {name}"));
+    (
+        v["id"].as_str().unwrap().to_owned(),
+        v["principalId"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// An access-policy key vault with soft delete and purge protection, plus a key.
+/// Returns the versioned kid.
+fn ap_vault(c: &Coffer, kv: &str, extra: &str) -> String {
+    ok(
+        c,
+        &format!(
+            "keyvault create -n {kv} --enable-rbac-authorization false --enable-purge-protection true {extra}"
+        ),
+    );
+    ok(c, &format!("keyvault key create --vault-name {kv} -n k"))["key"]["kid"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+fn grant(c: &Coffer, kv: &str, principal: &str) {
+    ok(
+        c,
+        &format!(
+            "keyvault set-policy -n {kv} --object-id {principal} --key-permissions get wrapKey unwrapKey"
+        ),
+    );
+}
+
+fn create_cmk(c: &Coffer, vault: &str, uai: &str, uri: &str, extra: &str) -> Out {
+    sh(
+        c,
+        &format!(
+            "backup-vault create -v {vault} --type UserAssigned --user-assigned-identities {{\"{uai}\":{{}}}} \
+             --cmk-encryption-key-uri {uri} --cmk-encryption-state Enabled --cmk-identity-type UserAssigned \
+             --cmk-user-assigned-identity-id {uai} {extra}"
+        ),
+    )
+}
+
+fn enc(v: &Value) -> &Value {
+    &v["properties"]["securitySettings"]["encryptionSettings"]
+}
+
+/// The wrapped-DEK records stored next to the vault's data.
+fn stored_records(c: &Coffer, vault_guid: &str) -> Vec<Value> {
+    let dir = c.home.join("storage").join(vault_guid).join("keys");
+    let mut out = Vec::new();
+    for e in fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_file() {
+            out.push(serde_json::from_slice(&fs::read(p).unwrap()).unwrap());
+        }
+    }
+    out
+}
+
+fn backup_code(c: &Coffer, vault: &str) -> String {
+    let o = sh(
+        c,
+        &format!("backup-instance adhoc-backup -v {vault} -n docs"),
+    );
+    let e = o.err();
+    assert!(e["recommendedAction"].is_string(), "{e}");
+    e["code"].as_str().unwrap().to_owned()
+}
+
+fn restore_identical(c: &Coffer, vault: &str, rp: &str, src: &std::path::Path, tag: &str) {
+    let target = c.path(&format!("restore-{tag}"));
+    c.restore(vault, "docs", rp, &target).ok();
+    assert_eq!(snapshot(&target), snapshot(src), "{tag}");
+}
+
+fn source(c: &Coffer) -> std::path::PathBuf {
+    let src = c.path("src");
+    fs::create_dir_all(src.join("sub")).unwrap();
+    fs::write(src.join("a.bin"), common::pseudo_random(300_000, 7)).unwrap();
+    fs::write(src.join("sub/b.txt"), b"hello cmk\n").unwrap();
+    src
+}
+
+#[test]
+fn every_rule_is_refused_with_its_code_and_changes_nothing() {
+    let c = Coffer::new();
+    let (uai, upid) = uami(&c, "uid1");
+    let (uai2, _) = uami(&c, "uid2");
+    let kid = ap_vault(&c, "kv-good", "");
+    grant(&c, "kv-good", &upid);
+    let versionless = kid.rsplit_once('/').unwrap().0.to_owned();
+    ok(
+        &c,
+        "keyvault key create --vault-name kv-good -n ec --kty EC",
+    );
+    ok(
+        &c,
+        "keyvault key create --vault-name kv-good -n off --enabled false",
+    );
+    ok(
+        &c,
+        "keyvault key create --vault-name kv-good -n old --expires 1000",
+    );
+    ok(
+        &c,
+        "keyvault create -n kv-nosd --enable-soft-delete false --enable-rbac-authorization false",
+    );
+    ok(&c, "keyvault key create --vault-name kv-nosd -n k");
+    ok(
+        &c,
+        "keyvault create -n kv-nopp --enable-rbac-authorization false",
+    );
+    ok(&c, "keyvault key create --vault-name kv-nopp -n k");
+    ap_vault(&c, "kv-deny", "--default-action Deny");
+    grant(&c, "kv-deny", &upid);
+    let uri = |kv: &str, k: &str| format!("https://{kv}.vault.coffer.local/keys/{k}");
+
+    let create_refusals = [
+        (
+            uri("kv-nosd", "k"),
+            "UserErrorCMKSoftDeleteNotEnabledOnKeyVault",
+        ),
+        (
+            uri("kv-nopp", "k"),
+            "UserErrorCMKPurgeProtectionNotEnabledOnKeyVault",
+        ),
+        (
+            uri("kv-good", "ec"),
+            "UserErrorCMKMissingMangedIdentityPermissionOnKeyVault",
+        ),
+        (uri("kv-good", "nope"), "UserErrorCMKKeyVaultAuthFailure"),
+        (uri("kv-gone", "k"), "UserErrorCMKKeyVaultAuthFailure"),
+        (uri("kv-good", "off"), "UserErrorCMKKeyDisabledOrExpired"),
+        (uri("kv-good", "old"), "UserErrorCMKKeyDisabledOrExpired"),
+        (
+            "https://kv-good.example.com/keys/k".into(),
+            "UserErrorCMKInvalidKeyUri",
+        ),
+        (
+            format!("{versionless}/v1/extra"),
+            "UserErrorCMKInvalidKeyUri",
+        ),
+        (
+            uri("kv-deny", "k"),
+            "UserErrorCMKUserAssignedIdentityWithRestrictedKeyVault",
+        ),
+    ];
+    for (u, code) in &create_refusals {
+        assert_eq!(create_cmk(&c, "v1", &uai, u, "").code(), *code, "{u}");
+    }
+    // An identity without permission, and one not attached to the vault.
+    assert_eq!(
+        sh(&c, &format!(
+            "backup-vault create -v v1 --type UserAssigned --user-assigned-identities {{\"{uai2}\":{{}}}} \
+             --cmk-encryption-key-uri {kid} --cmk-encryption-state Enabled --cmk-identity-type UserAssigned \
+             --cmk-user-assigned-identity-id {uai2}"
+        )).code(),
+        "UserErrorCMKMissingMangedIdentityPermissionOnKeyVault"
+    );
+    assert_eq!(
+        sh(&c, &format!(
+            "backup-vault create -v v1 --cmk-encryption-key-uri {kid} --cmk-encryption-state Enabled \
+             --cmk-identity-type UserAssigned --cmk-user-assigned-identity-id {uai}"
+        )).code(),
+        "UserErrorCMKMissingMangedIdentityPermissionOnKeyVault"
+    );
+    refused(
+        &c,
+        &format!(
+            "backup-vault create -v v1 --cmk-encryption-key-uri {kid} --cmk-encryption-state Enabled --cmk-identity-type SystemAssigned"
+        ),
+        "UserErrorCMKSystemAssignedIdentityNotAllowedAtCreation",
+    );
+    refused(
+        &c,
+        "backup-vault create -v v1 --cmk-infrastructure-encryption Enabled",
+        "UserErrorCMKInfrastructureEncryptionOnlyAtCreation",
+    );
+    // No refused create left anything behind.
+    refused(&c, "backup-vault show -v v1", "BackupVaultNotFound");
+    assert!(!c.home.join("storage").read_dir().unwrap().any(|_| true));
+
+    // Success with infrastructure encryption, then the update rules.
+    let v = create_cmk(
+        &c,
+        "v1",
+        &uai,
+        &kid,
+        "--cmk-infrastructure-encryption Enabled",
+    )
+    .ok()
+    .clone();
+    let e = enc(&v);
+    assert_eq!(e["state"], "Enabled");
+    assert_eq!(e["infrastructureEncryption"], "Enabled");
+    assert_eq!(e["keyVaultProperties"]["keyUri"], kid.as_str());
+    assert_eq!(e["kekIdentity"]["identityType"], "UserAssigned");
+    assert_eq!(e["kekIdentity"]["identityId"], uai.as_str());
+    assert_eq!(v["identity"]["type"], "UserAssigned");
+    assert_eq!(
+        v["identity"]["userAssignedIdentities"][&uai]["principalId"],
+        upid.as_str()
+    );
+    let before = ok(&c, "backup-vault show -v v1");
+    refused(
+        &c,
+        "backup-vault update -v v1 --cmk-encryption-state Disabled",
+        "UserErrorCMKCannotRevertToPlatformKey",
+    );
+    refused(
+        &c,
+        "backup-vault update -v v1 --cmk-infrastructure-encryption Disabled",
+        "UserErrorCMKInfrastructureEncryptionOnlyAtCreation",
+    );
+    refused(
+        &c,
+        &format!(
+            "backup-vault update -v v1 --cmk-encryption-key-uri {versionless} --cmk-identity-type SystemAssigned"
+        ),
+        "UserErrorCMKKeyAndIdentityUpdateInSameRequest",
+    );
+    refused(
+        &c,
+        "backup-vault update -v v1 --cmk-encryption-key-uri https://kv-good.vault.coffer.local/k",
+        "UserErrorCMKInvalidKeyUri",
+    );
+    refused(
+        &c,
+        &format!(
+            "backup-vault update -v v1 --cmk-encryption-key-uri {}",
+            uri("kv-nopp", "k")
+        ),
+        "UserErrorCMKPurgeProtectionNotEnabledOnKeyVault",
+    );
+    assert_eq!(
+        ok(&c, "backup-vault show -v v1"),
+        before,
+        "a refused update changes nothing"
+    );
+
+    // A PMK vault: infrastructure encryption cannot be added later.
+    c.vault("v2");
+    refused(
+        &c,
+        "backup-vault update -v v2 --cmk-infrastructure-encryption Enabled",
+        "UserErrorCMKInfrastructureEncryptionOnlyAtCreation",
+    );
+    refused(
+        &c,
+        &format!(
+            "backup-vault update -v v2 --cmk-encryption-key-uri {kid} --cmk-encryption-state Enabled --cmk-identity-type SystemAssigned"
+        ),
+        "UserErrorCMKMissingMangedIdentityPermissionOnKeyVault",
+    );
+    assert_eq!(enc(&ok(&c, "backup-vault show -v v2"))["state"], "Disabled");
+}
+
+#[test]
+fn user_assigned_at_creation_backup_restore_and_revocation() {
+    let c = Coffer::new();
+    let (uai, upid) = uami(&c, "uid1");
+    let kid = ap_vault(&c, "kv-ap", "");
+    grant(&c, "kv-ap", &upid);
+    let v = create_cmk(&c, "vlt", &uai, &kid, "").ok().clone();
+    let guid = v["properties"]["vaultId"].as_str().unwrap().to_owned();
+    let recs = stored_records(&c, &guid);
+    assert_eq!(recs.len(), 1);
+    assert_eq!(recs[0]["kek"]["kind"], "CustomerManaged");
+    assert_eq!(recs[0]["kek"]["keyId"], kid.as_str());
+    assert_eq!(recs[0]["kek"]["algorithm"], "RSA-OAEP-256");
+    let src = source(&c);
+    c.dir_instance("vlt", "docs", &src);
+    let rp1 = rp_id(&c.backup("vlt", "docs"));
+    restore_identical(&c, "vlt", &rp1, &src, "1");
+    // The key vault audit shows the identity unwrapping.
+    let audit = ok(&c, "keyvault audit list -n kv-ap");
+    let by_identity = |a: &&Value| a["callerPrincipalId"] == upid.as_str();
+    let ops: Vec<&Value> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(by_identity)
+        .collect();
+    assert!(
+        ops.iter()
+            .any(|a| a["operationName"] == "unwrapKey" && a["result"] == "Succeeded")
+    );
+
+    // Permission removed: the next backup fails with the code, recorded on the job.
+    ok(
+        &c,
+        &format!("keyvault delete-policy -n kv-ap --object-id {upid}"),
+    );
+    assert_eq!(
+        backup_code(&c, "vlt"),
+        "UserErrorCMKMissingMangedIdentityPermissionOnKeyVault"
+    );
+    let jobs = ok(&c, "job list -v vlt");
+    let failed = &jobs[0]["properties"];
+    assert_eq!(failed["status"], "Failed", "{jobs}");
+    assert!(
+        jobs.to_string()
+            .contains("UserErrorCMKMissingMangedIdentityPermissionOnKeyVault")
+    );
+    let t = c.path("restore-denied");
+    assert_eq!(
+        c.restore("vlt", "docs", &rp1, &t).code(),
+        "UserErrorCMKMissingMangedIdentityPermissionOnKeyVault"
+    );
+    grant(&c, "kv-ap", &upid);
+    c.backup("vlt", "docs");
+
+    // Key disabled, then enabled again.
+    ok(
+        &c,
+        "keyvault key set-attributes --vault-name kv-ap -n k --enabled false",
+    );
+    assert_eq!(backup_code(&c, "vlt"), "UserErrorCMKKeyDisabledOrExpired");
+    ok(
+        &c,
+        "keyvault key set-attributes --vault-name kv-ap -n k --enabled true",
+    );
+    c.backup("vlt", "docs");
+
+    // Key soft-deleted, then recovered.
+    ok(&c, "keyvault key delete --vault-name kv-ap -n k");
+    assert_eq!(backup_code(&c, "vlt"), "UserErrorCMKKeyVaultAuthFailure");
+    ok(&c, "keyvault key recover --vault-name kv-ap -n k");
+    c.backup("vlt", "docs");
+
+    // Identity detached from the vault, then reattached.
+    ok(&c, "backup-vault update -v vlt --type None");
+    assert_eq!(
+        ok(&c, "backup-vault show -v vlt")["identity"]["type"],
+        "None"
+    );
+    assert_eq!(
+        backup_code(&c, "vlt"),
+        "UserErrorCMKMissingMangedIdentityPermissionOnKeyVault"
+    );
+    ok(
+        &c,
+        &format!(
+            "backup-vault update -v vlt --type UserAssigned --user-assigned-identities {{\"{uai}\":{{}}}}"
+        ),
+    );
+    let rp = rp_id(&c.backup("vlt", "docs"));
+    restore_identical(&c, "vlt", &rp, &src, "2");
+    restore_identical(&c, "vlt", &rp1, &src, "3");
+}
+
+#[test]
+fn enable_cmk_later_with_system_identity_on_rbac_key_vaults() {
+    let c = Coffer::new();
+    let src = source(&c);
+    let v = c.vault("vlt");
+    let guid = v["properties"]["vaultId"].as_str().unwrap().to_owned();
+    c.dir_instance("vlt", "docs", &src);
+    let rp1 = rp_id(&c.backup("vlt", "docs"));
+    fs::write(src.join("c.txt"), b"second").unwrap();
+    let rp2 = rp_id(&c.backup("vlt", "docs"));
+    let pmk_records = stored_records(&c, &guid);
+    assert_eq!(pmk_records.len(), 1);
+    assert_eq!(pmk_records[0]["kek"]["kind"], "PlatformManaged");
+
+    // Enable the system-assigned identity; grant it the role at the key vault scope.
+    let shown = ok(&c, "backup-vault update -v vlt --type SystemAssigned");
+    assert_eq!(shown["identity"]["type"], "SystemAssigned");
+    let spid = shown["identity"]["principalId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(shown["identity"]["tenantId"].is_string());
+    let kv = ok(
+        &c,
+        "keyvault create -n kv-rbac --enable-purge-protection true",
+    );
+    let kv_id = kv["id"].as_str().unwrap().to_owned();
+    let kid = ok(&c, "keyvault key create --vault-name kv-rbac -n k1")["key"]["kid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let versionless = kid.rsplit_once('/').unwrap().0.to_owned();
+    let enable = format!(
+        "backup-vault update -v vlt --cmk-encryption-key-uri {versionless} --cmk-encryption-state Enabled --cmk-identity-type SystemAssigned"
+    );
+    refused(
+        &c,
+        &enable,
+        "UserErrorCMKMissingMangedIdentityPermissionOnKeyVault",
+    );
+    assert_eq!(
+        stored_records(&c, &guid),
+        pmk_records,
+        "a refused update changes nothing"
+    );
+    let assign = |scope: &str| {
+        c.run(&[
+            "-o",
+            "json",
+            "role",
+            "assignment",
+            "create",
+            "--role",
+            CSEU,
+            "--assignee",
+            &spid,
+            "--scope",
+            scope,
+        ])
+        .ok()
+        .clone()
+    };
+    assign(&kv_id);
+    let shown = ok(&c, &enable);
+    let e = enc(&shown);
+    assert_eq!(e["state"], "Enabled");
+    assert_eq!(e["keyVaultProperties"]["keyUri"], versionless.as_str());
+    assert_eq!(e["keyVaultProperties"]["currentKeyId"], kid.as_str());
+    assert_eq!(
+        e["keyVaultProperties"]["currentKeyVersion"],
+        kid.rsplit('/').next().unwrap()
+    );
+    assert_eq!(e["kekIdentity"]["identityType"], "SystemAssigned");
+    assert_eq!(e["infrastructureEncryption"], "Disabled");
+    // No PMK-wrapped copy of the DEK remains, in storage or in the catalog.
+    let recs = stored_records(&c, &guid);
+    assert_eq!(recs.len(), 1, "{recs:?}");
+    assert_eq!(recs[0]["kek"]["kind"], "CustomerManaged");
+    assert_eq!(recs[0]["kek"]["keyId"], kid.as_str());
+    ok(&c, "backup-vault check -v vlt --read-data");
+    for (i, rp) in [&rp1, &rp2].into_iter().enumerate() {
+        let t = c.path(&format!("r{i}"));
+        c.restore("vlt", "docs", rp, &t).ok();
+    }
+    restore_identical(&c, "vlt", &rp2, &src, "rp2");
+
+    // Move to a key in a second RBAC key vault whose role is granted at the key scope.
+    let kv2 = ok(
+        &c,
+        "keyvault create -n kv-rbac2 --enable-purge-protection true",
+    );
+    let kid2 = ok(
+        &c,
+        "keyvault key create --vault-name kv-rbac2 -n k2 --size 3072",
+    )["key"]["kid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assign(&format!("{}/keys/k2", kv2["id"].as_str().unwrap()));
+    let shown = ok(
+        &c,
+        &format!("backup-vault update -v vlt --cmk-encryption-key-uri {kid2}"),
+    );
+    assert_eq!(
+        enc(&shown)["keyVaultProperties"]["currentKeyId"],
+        kid2.as_str()
+    );
+    let recs = stored_records(&c, &guid);
+    assert_eq!(recs.len(), 1, "{recs:?}");
+    assert_eq!(recs[0]["kek"]["keyId"], kid2.as_str());
+    fs::write(src.join("d.txt"), b"third").unwrap();
+    let rp3 = rp_id(&c.backup("vlt", "docs"));
+    restore_identical(&c, "vlt", &rp3, &src, "rp3");
+    c.restore("vlt", "docs", &rp1, &c.path("r-old")).ok();
+
+    // Disabling the system identity loses access: backups and deletions fail visibly.
+    ok(&c, "backup-vault update -v vlt --type None");
+    assert_eq!(
+        backup_code(&c, "vlt"),
+        "UserErrorCMKMissingMangedIdentityPermissionOnKeyVault"
+    );
+    assert_eq!(
+        sh(&c, "backup-instance delete -v vlt -n docs").code(),
+        "UserErrorCMKMissingMangedIdentityPermissionOnKeyVault"
+    );
+}

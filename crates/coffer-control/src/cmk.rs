@@ -1,0 +1,865 @@
+//! Customer-managed keys (CMK) on backup vaults, and the vault's managed identities.
+//!
+//! A vault's DEK is wrapped either by the platform key (PMK) or by an RSA key in a
+//! Coffer key vault / managed HSM, reached through [`crate::KeyVaultClient`] *as the
+//! vault's managed identity* (system- or user-assigned): every wrap and unwrap is
+//! authorised for that principal and audited by the key vault. [`CmkWrapper`] is the
+//! [`KeyWrapper`] of that path; [`Instance::update_vault`] enables CMK, changes the key
+//! or the identity, and enforces the rules of `docs/cmk.md` before anything changes.
+//!
+//! Settings live in the catalog (`vault_settings`): the identity document
+//! ([`VaultIdentity`]) and the CMK document ([`CmkSettings`]). The wrapped DEK record
+//! itself stays in `backup_vaults.wrapped_key_json` and next to the data (`keys/`).
+
+use std::{collections::BTreeMap, sync::Mutex};
+
+use coffer_catalog::VaultRow;
+use coffer_crypto::{
+    DataKey, KeyWrapper, SecretKey, WrappedKey,
+    wrap::{KekDescriptor, KekKind, WrapError},
+};
+use coffer_engine::Repository;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::{
+    Error, ErrorCode, Instance, Result,
+    resources::{KekIdentity, UserAssignedIdentityDetails},
+    util,
+};
+
+/// The wrapping algorithm asked for (an HSM token without OAEP-SHA256 answers with `RSA-OAEP`).
+pub(crate) const CMK_ALGORITHM: &str = "RSA-OAEP-256";
+const SYSTEM: &str = "SystemAssigned";
+const USER: &str = "UserAssigned";
+const UAI_PROVIDER: &str = "/providers/Microsoft.ManagedIdentity/userAssignedIdentities/";
+
+/// Identity options of `backup-vault create` / `update`.
+#[derive(Clone, Debug, Default)]
+pub struct IdentityOptions {
+    /// `--type`: `None`, `SystemAssigned`, `UserAssigned`, `SystemAssigned,UserAssigned`.
+    pub identity_type: Option<String>,
+    /// `--user-assigned-identities '{"<uami-arm-id>":{}}'`.
+    pub user_assigned_identities: Option<String>,
+}
+
+/// Customer-managed-key options of `backup-vault create` / `update`.
+#[derive(Clone, Debug, Default)]
+pub struct CmkOptions {
+    /// `--cmk-encryption-key-uri` (versioned or versionless).
+    pub key_uri: Option<String>,
+    /// `--cmk-encryption-state` (`Enabled`; `Disabled` is refused once enabled).
+    pub state: Option<String>,
+    /// `--cmk-identity-type` (`SystemAssigned` or `UserAssigned`).
+    pub identity_type: Option<String>,
+    /// `--cmk-user-assigned-identity-id`.
+    pub user_assigned_identity_id: Option<String>,
+    /// `--cmk-infrastructure-encryption` (`Enabled` only at creation, with CMK).
+    pub infrastructure_encryption: Option<String>,
+}
+
+impl CmkOptions {
+    fn is_empty(&self) -> bool {
+        self.key_uri.is_none()
+            && self.state.is_none()
+            && self.identity_type.is_none()
+            && self.user_assigned_identity_id.is_none()
+            && self.infrastructure_encryption.is_none()
+    }
+}
+
+/// Options of `backup-vault update`.
+#[derive(Clone, Debug, Default)]
+pub struct VaultUpdateOptions {
+    /// Identity changes.
+    pub identity: IdentityOptions,
+    /// CMK changes.
+    pub cmk: CmkOptions,
+}
+
+/// The managed identities of a backup vault (catalog JSON).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct VaultIdentity {
+    /// Principal id of the system-assigned identity, when enabled.
+    #[serde(default)]
+    pub(crate) system_principal_id: Option<String>,
+    /// ARM ids of the attached user-assigned identities (canonical spelling).
+    #[serde(default)]
+    pub(crate) user_assigned: Vec<String>,
+}
+
+impl VaultIdentity {
+    pub(crate) fn type_name(&self) -> &'static str {
+        match (
+            self.system_principal_id.is_some(),
+            !self.user_assigned.is_empty(),
+        ) {
+            (true, true) => "SystemAssigned,UserAssigned",
+            (true, false) => SYSTEM,
+            (false, true) => USER,
+            (false, false) => "None",
+        }
+    }
+}
+
+/// A vault's customer-managed-key settings (catalog JSON).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct CmkSettings {
+    /// Key URI as given (versioned or versionless).
+    pub(crate) key_uri: String,
+    /// `SystemAssigned` or `UserAssigned`.
+    pub(crate) identity_type: String,
+    /// The user-assigned identity's ARM id (UserAssigned only).
+    #[serde(default)]
+    pub(crate) identity_id: Option<String>,
+    /// Recorded at creation; the second encryption layer itself is future work.
+    #[serde(default)]
+    pub(crate) infrastructure_encryption: bool,
+}
+
+impl CmkSettings {
+    pub(crate) fn kek_identity(&self) -> KekIdentity {
+        KekIdentity {
+            identity_type: self.identity_type.clone(),
+            identity_id: self.identity_id.clone(),
+        }
+    }
+}
+
+fn cmk(code: ErrorCode, msg: impl Into<String>) -> Error {
+    Error::new(code, msg)
+}
+
+/// Maps a key vault data-plane failure to the CMK code the seed names for it.
+pub(crate) fn key_access_error(e: Error, key_uri: &str) -> Error {
+    let code = match (e.code, e.inner_code.as_deref()) {
+        (ErrorCode::Forbidden, Some("KeyDisabled" | "KeyExpired" | "KeyNotYetValid")) => {
+            ErrorCode::CmkKeyDisabledOrExpired
+        }
+        (ErrorCode::Forbidden, _) => ErrorCode::CmkMissingManagedIdentityPermission,
+        (ErrorCode::KeyVaultNotFound | ErrorCode::KeyNotFound, _) => {
+            ErrorCode::CmkKeyVaultAuthFailure
+        }
+        (ErrorCode::EncryptionKeyUnavailable | ErrorCode::BadParameter, _) => {
+            ErrorCode::CmkKeyVaultAuthFailure
+        }
+        _ => return e,
+    };
+    let mut out = cmk(
+        code,
+        format!("customer-managed key {key_uri}: {}", e.message),
+    );
+    out.inner_code = e.inner_code.or_else(|| Some(e.code.as_str().to_owned()));
+    out
+}
+
+/// Wraps and unwraps a vault's DEK with a key vault key, as the vault's identity.
+pub(crate) struct CmkWrapper<'a> {
+    inst: &'a Instance,
+    principal: String,
+    /// Key id to call (versioned for unwrap; may be versionless for wrap) and the
+    /// descriptor of the last wrap (versioned kid, algorithm actually used).
+    kek: Mutex<KekDescriptor>,
+}
+
+impl<'a> CmkWrapper<'a> {
+    pub(crate) fn new(inst: &'a Instance, principal: &str, key_id: &str, alg: &str) -> Self {
+        Self {
+            inst,
+            principal: principal.to_owned(),
+            kek: Mutex::new(KekDescriptor {
+                kind: KekKind::CustomerManaged,
+                key_id: key_id.to_owned(),
+                algorithm: alg.to_owned(),
+            }),
+        }
+    }
+
+    fn current(&self) -> KekDescriptor {
+        self.kek.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+fn unavailable(e: Error) -> WrapError {
+    WrapError::Unavailable {
+        code: e.code.as_str(),
+        message: e.message,
+    }
+}
+
+impl KeyWrapper for CmkWrapper<'_> {
+    fn describe(&self) -> KekDescriptor {
+        self.current()
+    }
+
+    fn wrap(&self, dek: &DataKey, _context: &[u8]) -> Result<Vec<u8>, WrapError> {
+        let d = self.current();
+        let r = self
+            .inst
+            .key_vault_client()
+            .wrap_key(
+                &self.principal,
+                &d.key_id,
+                &d.algorithm,
+                dek.secret().expose(),
+            )
+            .map_err(|e| unavailable(key_access_error(e, &d.key_id)))?;
+        *self.kek.lock().unwrap_or_else(|p| p.into_inner()) = KekDescriptor {
+            kind: KekKind::CustomerManaged,
+            key_id: r.kid,
+            algorithm: r.alg,
+        };
+        Ok(r.value)
+    }
+
+    fn unwrap(&self, wrapped: &[u8], _context: &[u8]) -> Result<DataKey, WrapError> {
+        let d = self.current();
+        let r = self
+            .inst
+            .key_vault_client()
+            .unwrap_key(&self.principal, &d.key_id, &d.algorithm, wrapped)
+            .map_err(|e| unavailable(key_access_error(e, &d.key_id)))?;
+        Ok(DataKey::from_secret(SecretKey::from_slice(
+            r.value.expose(),
+        )?))
+    }
+}
+
+/// What validation found about a key: enough to wrap with it.
+struct ValidKey {
+    principal: String,
+}
+
+/// RSA modulus size in bits of a public JWK (`n`, base64url).
+fn rsa_bits(jwk: &Value) -> Option<usize> {
+    let n = coffer_keyvault::from_b64url(jwk["n"].as_str()?.trim_end_matches('=')).ok()?;
+    let lead = n.iter().take_while(|b| **b == 0).count();
+    let n = &n[lead..];
+    let first = *n.first()?;
+    Some((n.len() - 1) * 8 + (8 - first.leading_zeros() as usize))
+}
+
+/// Whether an RSA size is accepted for CMK.
+pub(crate) fn supported_rsa_size(bits: usize) -> bool {
+    matches!(bits, 2048 | 3072 | 4096)
+}
+
+fn canonical_choice(flag: &str, value: &str, options: &[&str]) -> Result<String> {
+    options
+        .iter()
+        .find(|o| o.eq_ignore_ascii_case(value.trim()))
+        .map(|o| (*o).to_owned())
+        .ok_or_else(|| {
+            Error::invalid(format!(
+                "{flag} must be one of {}, not {value:?}",
+                options.join(", ")
+            ))
+        })
+}
+
+impl Instance {
+    // ------------------------------------------------------------- settings
+
+    pub(crate) fn vault_identity(&self, guid: &str) -> Result<VaultIdentity> {
+        let s = self.catalog.vault_settings(guid)?;
+        Ok(serde_json::from_str(&s.identity_json).unwrap_or_default())
+    }
+
+    pub(crate) fn vault_cmk(&self, guid: &str) -> Result<Option<CmkSettings>> {
+        let s = self.catalog.vault_settings(guid)?;
+        Ok(s.encryption_json
+            .and_then(|j| serde_json::from_str(&j).ok()))
+    }
+
+    /// `identity` of a vault as shown.
+    pub(crate) fn identity_resource(&self, id: &VaultIdentity) -> crate::resources::Identity {
+        let mut uai = BTreeMap::new();
+        for arm in &id.user_assigned {
+            let p = self.user_identity_by_arm_id(arm).ok();
+            uai.insert(
+                arm.clone(),
+                UserAssignedIdentityDetails {
+                    principal_id: p.as_ref().map(|p| p.principal_id.clone()),
+                    client_id: p.map(|p| p.client_id),
+                },
+            );
+        }
+        let any = id.system_principal_id.is_some() || !uai.is_empty();
+        crate::resources::Identity {
+            identity_type: id.type_name().to_owned(),
+            principal_id: id.system_principal_id.clone(),
+            tenant_id: any.then(|| self.row.tenant_id.clone()),
+            user_assigned_identities: (!uai.is_empty()).then_some(uai),
+        }
+    }
+
+    /// The user-assigned identity named by an ARM id.
+    fn user_identity_by_arm_id(&self, arm: &str) -> Result<coffer_catalog::PrincipalRow> {
+        let not_found = || {
+            Error::new(
+                ErrorCode::IdentityNotFound,
+                format!("user-assigned identity '{arm}' does not exist"),
+            )
+        };
+        let lower = arm.trim().to_ascii_lowercase();
+        let (head, name) = lower
+            .split_once(&UAI_PROVIDER.to_ascii_lowercase())
+            .ok_or_else(|| {
+                Error::invalid(format!(
+                    "'{arm}' is not a user-assigned identity id \
+                     (/subscriptions/SUB/resourceGroups/RG{UAI_PROVIDER}NAME)"
+                ))
+            })?;
+        let group = head
+            .split_once("/resourcegroups/")
+            .map(|(_, g)| g)
+            .filter(|g| !g.is_empty() && !g.contains('/'))
+            .ok_or_else(not_found)?;
+        if name.is_empty() || name.contains('/') {
+            return Err(not_found());
+        }
+        self.catalog
+            .user_identity(group, name)?
+            .ok_or_else(not_found)
+    }
+
+    fn canonical_uai_id(&self, arm: &str) -> Result<String> {
+        let p = self.user_identity_by_arm_id(arm)?;
+        Ok(self.identity_id(
+            p.resource_group.as_deref().unwrap_or_default(),
+            p.name.as_deref().unwrap_or_default(),
+        ))
+    }
+
+    /// The identity document a request asks for (nothing is created yet).
+    fn requested_identity(
+        &self,
+        current: &VaultIdentity,
+        o: &IdentityOptions,
+    ) -> Result<VaultIdentity> {
+        let Some(t) = &o.identity_type else {
+            if o.user_assigned_identities.is_some() {
+                return Err(Error::invalid(
+                    "--user-assigned-identities needs --type UserAssigned or \"SystemAssigned,UserAssigned\"",
+                ));
+            }
+            return Ok(current.clone());
+        };
+        let t = canonical_choice(
+            "--type",
+            &t.replace(' ', ""),
+            &["None", SYSTEM, USER, "SystemAssigned,UserAssigned"],
+        )?;
+        let system = t.contains(SYSTEM);
+        let user = t.contains(USER);
+        let mut out = VaultIdentity {
+            system_principal_id: if system {
+                current
+                    .system_principal_id
+                    .clone()
+                    .or_else(|| Some(String::new()))
+            } else {
+                None
+            },
+            user_assigned: Vec::new(),
+        };
+        if user {
+            match &o.user_assigned_identities {
+                Some(j) => {
+                    let m: serde_json::Map<String, Value> = serde_json::from_str(j)
+                        .map_err(|_| {
+                            Error::invalid(
+                                "--user-assigned-identities must be a JSON object: '{\"<identity-id>\":{}}'",
+                            )
+                        })?;
+                    for k in m.keys() {
+                        let id = self.canonical_uai_id(k)?;
+                        if !out.user_assigned.contains(&id) {
+                            out.user_assigned.push(id);
+                        }
+                    }
+                }
+                None => out.user_assigned = current.user_assigned.clone(),
+            }
+            if out.user_assigned.is_empty() {
+                return Err(Error::invalid(
+                    "--type UserAssigned needs --user-assigned-identities '{\"<identity-id>\":{}}'",
+                ));
+            }
+        } else if o.user_assigned_identities.is_some() {
+            return Err(Error::invalid(format!(
+                "--user-assigned-identities is not allowed with --type {t}"
+            )));
+        }
+        Ok(out)
+    }
+
+    /// Stores an identity document, creating or deleting the system-assigned principal.
+    fn persist_identity(&self, v: &VaultRow, mut id: VaultIdentity) -> Result<VaultIdentity> {
+        let owner = self.vault_id(v);
+        match &id.system_principal_id {
+            Some(p) if p.is_empty() => {
+                id.system_principal_id = Some(self.ensure_system_identity(&owner)?);
+            }
+            Some(_) => {}
+            None => {
+                self.delete_system_identity(&owner)?;
+            }
+        }
+        self.catalog.set_vault_identity(
+            &v.guid,
+            &serde_json::to_string(&id).map_err(|e| Error::internal(e.to_string()))?,
+        )?;
+        Ok(id)
+    }
+
+    // ------------------------------------------------------------ CMK rules
+
+    /// The CMK settings a request asks for, checking the rules that need no key
+    /// vault. `None`: the request leaves encryption as it is.
+    fn requested_cmk(
+        current: Option<&CmkSettings>,
+        o: &CmkOptions,
+        creating: bool,
+    ) -> Result<Option<CmkSettings>> {
+        if o.is_empty() {
+            return Ok(None);
+        }
+        let state = o
+            .state
+            .as_deref()
+            .map(|s| canonical_choice("--cmk-encryption-state", s, &["Enabled", "Disabled"]))
+            .transpose()?;
+        let infra = o
+            .infrastructure_encryption
+            .as_deref()
+            .map(|s| {
+                canonical_choice(
+                    "--cmk-infrastructure-encryption",
+                    s,
+                    &["Enabled", "Disabled"],
+                )
+                .map(|s| s == "Enabled")
+            })
+            .transpose()?;
+        if state.as_deref() == Some("Disabled") {
+            if current.is_some() {
+                return Err(cmk(
+                    ErrorCode::CmkCannotRevertToPlatformKey,
+                    "encryption with a customer-managed key cannot be turned off: a vault \
+                     never returns to the platform-managed key; change the key or the identity instead",
+                ));
+            }
+            if infra == Some(true) {
+                return Err(infra_only_at_creation());
+            }
+            if o.key_uri.is_some() || o.identity_type.is_some() {
+                return Err(Error::invalid(
+                    "--cmk-encryption-state Disabled cannot be combined with a key or an identity",
+                ));
+            }
+            return Ok(None);
+        }
+        match (creating, current) {
+            (true, _) | (false, None) => {
+                if infra == Some(true) && !creating {
+                    return Err(infra_only_at_creation());
+                }
+                if state.is_none() {
+                    return Err(if infra == Some(true) {
+                        infra_only_at_creation()
+                    } else {
+                        Error::invalid(
+                            "enabling a customer-managed key needs --cmk-encryption-state Enabled",
+                        )
+                    });
+                }
+                let key_uri = o.key_uri.clone().ok_or_else(|| {
+                    Error::invalid("enabling a customer-managed key needs --cmk-encryption-key-uri")
+                })?;
+                let identity_type = o.identity_type.as_deref().ok_or_else(|| {
+                    Error::invalid("enabling a customer-managed key needs --cmk-identity-type")
+                })?;
+                let identity_type =
+                    canonical_choice("--cmk-identity-type", identity_type, &[SYSTEM, USER])?;
+                if creating && identity_type == SYSTEM {
+                    return Err(cmk(
+                        ErrorCode::CmkSystemAssignedIdentityNotAllowedAtCreation,
+                        "a system-assigned identity cannot be used for the customer-managed key \
+                         at vault creation (it does not exist yet): use a user-assigned identity, \
+                         or create the vault, enable its system-assigned identity, grant it \
+                         access and then update the encryption settings",
+                    ));
+                }
+                let identity_id = Self::cmk_identity_id(&identity_type, o)?;
+                Ok(Some(CmkSettings {
+                    key_uri,
+                    identity_type,
+                    identity_id,
+                    infrastructure_encryption: infra.unwrap_or(false),
+                }))
+            }
+            (false, Some(cur)) => {
+                if infra.is_some_and(|i| i != cur.infrastructure_encryption) {
+                    return Err(infra_only_at_creation());
+                }
+                let key_uri = o.key_uri.clone().unwrap_or_else(|| cur.key_uri.clone());
+                let (identity_type, identity_id) = match &o.identity_type {
+                    Some(t) => {
+                        let t = canonical_choice("--cmk-identity-type", t, &[SYSTEM, USER])?;
+                        let id = Self::cmk_identity_id(&t, o)?;
+                        (t, id)
+                    }
+                    None if o.user_assigned_identity_id.is_some() => {
+                        (USER.to_owned(), Self::cmk_identity_id(USER, o)?)
+                    }
+                    None => (cur.identity_type.clone(), cur.identity_id.clone()),
+                };
+                let key_changed = key_uri != cur.key_uri;
+                let identity_changed = identity_type != cur.identity_type
+                    || !same_id(identity_id.as_deref(), cur.identity_id.as_deref());
+                if key_changed && identity_changed {
+                    return Err(cmk(
+                        ErrorCode::CmkKeyAndIdentityUpdateInSameRequest,
+                        "the key URI and the identity of the encryption settings cannot change in \
+                         the same request: update one, then the other",
+                    ));
+                }
+                Ok(Some(CmkSettings {
+                    key_uri,
+                    identity_type,
+                    identity_id,
+                    infrastructure_encryption: cur.infrastructure_encryption,
+                }))
+            }
+        }
+    }
+
+    fn cmk_identity_id(identity_type: &str, o: &CmkOptions) -> Result<Option<String>> {
+        match (identity_type, &o.user_assigned_identity_id) {
+            (USER, Some(id)) => Ok(Some(id.trim().to_owned())),
+            (USER, None) => Err(Error::invalid(
+                "--cmk-identity-type UserAssigned needs --cmk-user-assigned-identity-id",
+            )),
+            (_, Some(_)) => Err(Error::invalid(
+                "--cmk-user-assigned-identity-id is only for --cmk-identity-type UserAssigned",
+            )),
+            _ => Ok(None),
+        }
+    }
+
+    /// The principal that uses the key for `s`, given the vault's identities.
+    pub(crate) fn cmk_principal(&self, s: &CmkSettings, id: &VaultIdentity) -> Result<String> {
+        let missing = |what: String| {
+            cmk(
+                ErrorCode::CmkMissingManagedIdentityPermission,
+                format!(
+                    "{what}; the customer-managed key {} cannot be used",
+                    s.key_uri
+                ),
+            )
+        };
+        if s.identity_type == SYSTEM {
+            return match id.system_principal_id.as_deref() {
+                Some(p) if !p.is_empty() => {
+                    if self.catalog.principal(p)?.is_some() {
+                        Ok(p.to_owned())
+                    } else {
+                        Err(missing(
+                            "the vault's system-assigned identity no longer exists".into(),
+                        ))
+                    }
+                }
+                Some(_) => Err(missing(
+                    "the vault's system-assigned identity is being enabled in this request and \
+                     has no key vault permission yet: enable it first, grant it access, then \
+                     update the encryption settings"
+                        .into(),
+                )),
+                None => Err(missing(
+                    "the vault's system-assigned identity is not enabled (--type SystemAssigned)"
+                        .into(),
+                )),
+            };
+        }
+        let want = s.identity_id.as_deref().unwrap_or_default();
+        let attached = id
+            .user_assigned
+            .iter()
+            .any(|a| same_id(Some(a), Some(want)));
+        if !attached {
+            return Err(missing(format!(
+                "user-assigned identity '{want}' is not attached to the vault \
+                 (--type UserAssigned --user-assigned-identities)"
+            )));
+        }
+        match self.user_identity_by_arm_id(want) {
+            Ok(p) => Ok(p.principal_id),
+            Err(_) => Err(missing(format!(
+                "user-assigned identity '{want}' no longer exists"
+            ))),
+        }
+    }
+
+    /// Checks the key vault and the key for CMK use by `principal` (no change made).
+    fn validate_key(&self, s: &CmkSettings, principal: &str) -> Result<ValidKey> {
+        let (kv_name, _key, _version) = self.parse_kid(&s.key_uri).map_err(|_| {
+            cmk(
+                ErrorCode::CmkInvalidKeyUri,
+                format!(
+                    "'{}' is not a key URI of the form https://VAULT.{}/keys/NAME[/VERSION] \
+                     (or https://HSM.managedhsm.coffer.local/keys/NAME[/VERSION])",
+                    s.key_uri,
+                    crate::VAULT_DNS_SUFFIX
+                ),
+            )
+        })?;
+        let kv = self
+            .live_vault(&kv_name)
+            .map_err(|e| key_access_error(e, &s.key_uri))?;
+        let props = self.vault_json(&kv)?["properties"].clone();
+        if props["enableSoftDelete"] != Value::Bool(true) {
+            return Err(cmk(
+                ErrorCode::CmkSoftDeleteNotEnabledOnKeyVault,
+                format!("soft delete is not enabled on key vault '{}'", kv.name),
+            ));
+        }
+        if props["enablePurgeProtection"] != Value::Bool(true) {
+            return Err(cmk(
+                ErrorCode::CmkPurgeProtectionNotEnabledOnKeyVault,
+                format!("purge protection is not enabled on key vault '{}'", kv.name),
+            ));
+        }
+        if s.identity_type == USER
+            && props["networkAcls"]["defaultAction"]
+                .as_str()
+                .is_some_and(|a| a.eq_ignore_ascii_case("Deny"))
+        {
+            return Err(cmk(
+                ErrorCode::CmkUserAssignedIdentityWithRestrictedKeyVault,
+                format!(
+                    "key vault '{}' limits network access (defaultAction Deny), which a \
+                     user-assigned identity cannot be used with for CMK",
+                    kv.name
+                ),
+            ));
+        }
+        let bundle = self
+            .key_vault_client()
+            .get_key(principal, &s.key_uri)
+            .map_err(|e| key_access_error(e, &s.key_uri))?;
+        let kty = bundle["key"]["kty"].as_str().unwrap_or_default();
+        if kty != "RSA" && kty != "RSA-HSM" {
+            return Err(cmk(
+                ErrorCode::CmkMissingManagedIdentityPermission,
+                format!(
+                    "key {} is of type {kty}: only RSA and RSA-HSM keys can wrap a vault's key",
+                    s.key_uri
+                ),
+            ));
+        }
+        let bits = rsa_bits(&bundle["key"]).unwrap_or(0);
+        if !supported_rsa_size(bits) {
+            return Err(cmk(
+                ErrorCode::CmkUnsupportedKeySize,
+                format!(
+                    "key {} has {bits} bits: use an RSA key of 2048, 3072 or 4096 bits",
+                    s.key_uri
+                ),
+            ));
+        }
+        let a = &bundle["attributes"];
+        let now = util::clock_ms() / 1000;
+        let disabled = a["enabled"] == Value::Bool(false);
+        let early = a["nbf"].as_i64().is_some_and(|n| now < n);
+        let expired = a["exp"].as_i64().is_some_and(|e| now >= e);
+        if disabled || early || expired {
+            let why = if disabled {
+                "disabled"
+            } else if early {
+                "not yet valid"
+            } else {
+                "expired"
+            };
+            return Err(cmk(
+                ErrorCode::CmkKeyDisabledOrExpired,
+                format!("key {} is {why}", s.key_uri),
+            ));
+        }
+        Ok(ValidKey {
+            principal: principal.to_owned(),
+        })
+    }
+
+    /// Wraps `dek` with the key of `s` as `principal`, and proves the identity can
+    /// unwrap it again. Returns the new record.
+    fn cmk_seal(
+        &self,
+        v_guid: &str,
+        s: &CmkSettings,
+        k: &ValidKey,
+        dek: &DataKey,
+    ) -> Result<WrappedKey> {
+        let w = CmkWrapper::new(self, &k.principal, &s.key_uri, CMK_ALGORITHM);
+        let rec = WrappedKey::seal(&w, dek, v_guid, util::now_rfc3339())?;
+        let back = CmkWrapper::new(self, &k.principal, &rec.kek.key_id, &rec.kek.algorithm);
+        if rec.open(&back)? != *dek {
+            return Err(Error::internal(
+                "the customer-managed key did not unwrap what it wrapped",
+            ));
+        }
+        Ok(rec)
+    }
+
+    // -------------------------------------------------------------- flows
+
+    /// Creation with identities and CMK: validates, then returns what to store.
+    pub(crate) fn prepare_create_settings(
+        &self,
+        identity: &IdentityOptions,
+        cmk_opts: &CmkOptions,
+        dek: &DataKey,
+        guid: &str,
+    ) -> Result<(VaultIdentity, Option<(CmkSettings, WrappedKey)>)> {
+        let id = self.requested_identity(&VaultIdentity::default(), identity)?;
+        let Some(s) = Self::requested_cmk(None, cmk_opts, true)? else {
+            return Ok((id, None));
+        };
+        let principal = self.cmk_principal(&s, &id)?;
+        let k = self.validate_key(&s, &principal)?;
+        let rec = self.cmk_seal(guid, &s, &k, dek)?;
+        Ok((id, Some((s, rec))))
+    }
+
+    /// Stores the settings of a newly created vault.
+    pub(crate) fn store_create_settings(
+        &self,
+        v: &VaultRow,
+        id: VaultIdentity,
+        cmk: Option<&CmkSettings>,
+    ) -> Result<()> {
+        self.persist_identity(v, id)?;
+        if let Some(s) = cmk {
+            self.catalog.set_vault_encryption(
+                &v.guid,
+                &v.wrapped_key_json,
+                &v.encryption_state,
+                &serde_json::to_string(s).map_err(|e| Error::internal(e.to_string()))?,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// `coffer backup-vault update`: identities and encryption settings. Every rule
+    /// is checked before anything changes.
+    pub fn update_vault(
+        &self,
+        rg: &str,
+        name: &str,
+        o: VaultUpdateOptions,
+    ) -> Result<crate::resources::BackupVaultResource> {
+        let v = self.vault_row(rg, name)?;
+        let r = self.update_vault_inner(&v, &o);
+        self.audit(
+            "Microsoft.DataProtection/backupVaults/write",
+            &self.vault_id(&v),
+            &r,
+        );
+        r
+    }
+
+    fn update_vault_inner(
+        &self,
+        v: &VaultRow,
+        o: &VaultUpdateOptions,
+    ) -> Result<crate::resources::BackupVaultResource> {
+        let cur_id = self.vault_identity(&v.guid)?;
+        let cur_cmk = self.vault_cmk(&v.guid)?;
+        let new_id = self.requested_identity(&cur_id, &o.identity)?;
+        let new_cmk = Self::requested_cmk(cur_cmk.as_ref(), &o.cmk, false)?;
+        let plan = match &new_cmk {
+            Some(s) if Some(s) != cur_cmk.as_ref() => {
+                let principal = self.cmk_principal(s, &new_id)?;
+                let k = self.validate_key(s, &principal)?;
+                // The DEK comes from the current KEK (PMK, or the old key as the old identity).
+                let dek = self.unwrap_dek(v)?;
+                let rec = self.cmk_seal(&v.guid, s, &k, &dek)?;
+                Some((s.clone(), rec))
+            }
+            _ => None,
+        };
+        if new_id != cur_id {
+            self.persist_identity(v, new_id)?;
+        }
+        if let Some((s, rec)) = plan {
+            let old = WrappedKey::from_json(v.wrapped_key_json.as_bytes()).ok();
+            let store = self.open_store(v)?;
+            Repository::write_wrapped_key(store.as_ref(), &rec)?;
+            self.catalog.set_vault_encryption(
+                &v.guid,
+                &rec.to_json(),
+                "Enabled",
+                &serde_json::to_string(&s).map_err(|e| Error::internal(e.to_string()))?,
+            )?;
+            if let Some(old) = old.filter(|o| o.kek.key_id != rec.kek.key_id) {
+                Repository::remove_wrapped_key(store.as_ref(), &old.kek.key_id)?;
+            }
+        }
+        let v = self.vault_row(&v.resource_group, &v.name)?;
+        Ok(self.vault_resource(&v))
+    }
+
+    /// The wrapper that unwraps a CMK record of vault `v`, as its configured identity.
+    pub(crate) fn cmk_wrapper_for(&self, v: &VaultRow, rec: &WrappedKey) -> Result<CmkWrapper<'_>> {
+        let s = self.vault_cmk(&v.guid)?.ok_or_else(|| {
+            Error::new(
+                ErrorCode::EncryptionKeyUnavailable,
+                "the vault's data encryption key is wrapped by a customer-managed key but the \
+                 vault has no encryption settings",
+            )
+        })?;
+        let principal = self.cmk_principal(&s, &self.vault_identity(&v.guid)?)?;
+        Ok(CmkWrapper::new(
+            self,
+            &principal,
+            &rec.kek.key_id,
+            &rec.kek.algorithm,
+        ))
+    }
+}
+
+fn infra_only_at_creation() -> Error {
+    cmk(
+        ErrorCode::CmkInfrastructureEncryptionOnlyAtCreation,
+        "infrastructure encryption can only be set when the vault is created, together with a \
+         customer-managed key",
+    )
+}
+
+fn same_id(a: Option<&str>, b: Option<&str>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => a.trim().eq_ignore_ascii_case(b.trim()),
+        (None, None) => true,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rsa_sizes() {
+        assert!(supported_rsa_size(2048) && supported_rsa_size(3072) && supported_rsa_size(4096));
+        assert!(!supported_rsa_size(1024) && !supported_rsa_size(8192));
+        // 0x80 followed by 255 bytes: 2048 bits; a leading zero byte is ignored.
+        let mut n = vec![0u8, 0x80];
+        n.extend(std::iter::repeat_n(1u8, 255));
+        let jwk = serde_json::json!({
+            "n": coffer_keyvault::b64url(&n)
+        });
+        assert_eq!(rsa_bits(&jwk), Some(2048));
+    }
+}
