@@ -156,6 +156,9 @@ pub(crate) enum VaultCmd {
         identity: IdentityArgs,
         #[command(flatten)]
         cmk: CmkArgs,
+        /// Allow an identity change that cuts the vault off its customer-managed key.
+        #[arg(long)]
+        force: bool,
     },
     /// Show a backup vault (BackupVaultResource).
     Show {

@@ -130,12 +130,14 @@ fn run(cli: Cli, p: &Printer) -> Result<()> {
                 vault,
                 identity,
                 cmk,
+                force,
             } => p.vault(&inst.update_vault(
                 &vault.resource_group,
                 &vault.vault_name,
                 coffer_control::VaultUpdateOptions {
                     identity: identity.into(),
                     cmk: cmk.into(),
+                    force,
                 },
             )?),
             VaultCmd::Show { vault } => {

@@ -60,6 +60,24 @@ fn grant(c: &Coffer, kv: &str, principal: &str) {
     );
 }
 
+/// A user-assigned identity "uid1" with get/wrapKey/unwrapKey on key `k` of a new
+/// access-policy key vault `kv`: (identity ARM id, principal id, versioned kid).
+fn identity_with_key(c: &Coffer, kv: &str, extra: &str) -> (String, String, String) {
+    let (uai, upid) = uami(c, "uid1");
+    let kid = ap_vault(c, kv, extra);
+    grant(c, kv, &upid);
+    (uai, upid, kid)
+}
+
+/// Runs `coffer -o json ARGS` with the test clock `days` ahead.
+fn at_day(c: &Coffer, days: i64, args: &[&str]) -> Out {
+    let mut all = vec!["-o", "json"];
+    all.extend(args);
+    let mut cmd = c.command(&all);
+    cmd.env("COFFER_TEST_CLOCK_OFFSET_SECS", (days * 86_400).to_string());
+    c.run_with(cmd, None)
+}
+
 fn create_cmk(c: &Coffer, vault: &str, uai: &str, uri: &str, extra: &str) -> Out {
     sh(
         c,
@@ -289,9 +307,7 @@ fn every_rule_is_refused_with_its_code_and_changes_nothing() {
 #[test]
 fn user_assigned_at_creation_backup_restore_and_revocation() {
     let c = Coffer::new();
-    let (uai, upid) = uami(&c, "uid1");
-    let kid = ap_vault(&c, "kv-ap", "");
-    grant(&c, "kv-ap", &upid);
+    let (uai, upid, kid) = identity_with_key(&c, "kv-ap", "");
     let v = create_cmk(&c, "vlt", &uai, &kid, "").ok().clone();
     let guid = v["properties"]["vaultId"].as_str().unwrap().to_owned();
     let recs = stored_records(&c, &guid);
@@ -359,8 +375,13 @@ fn user_assigned_at_creation_backup_restore_and_revocation() {
     ok(&c, "keyvault key recover --vault-name kv-ap -n k");
     c.backup("vlt", "docs");
 
-    // Identity detached from the vault, then reattached.
-    ok(&c, "backup-vault update -v vlt --type None");
+    // Identity detached from the vault (only with --force), then reattached.
+    refused(
+        &c,
+        "backup-vault update -v vlt --type None",
+        "UserErrorCMKIdentityInUseForEncryption",
+    );
+    ok(&c, "backup-vault update -v vlt --type None --force");
     assert_eq!(
         ok(&c, "backup-vault show -v vlt")["identity"]["type"],
         "None"
@@ -496,7 +517,12 @@ fn enable_cmk_later_with_system_identity_on_rbac_key_vaults() {
     c.restore("vlt", "docs", &rp1, &c.path("r-old")).ok();
 
     // Disabling the system identity loses access: backups and deletions fail visibly.
-    ok(&c, "backup-vault update -v vlt --type None");
+    refused(
+        &c,
+        "backup-vault update -v vlt --type None",
+        "UserErrorCMKIdentityInUseForEncryption",
+    );
+    ok(&c, "backup-vault update -v vlt --type None --force");
     assert_eq!(
         backup_code(&c, "vlt"),
         "UserErrorCMKMissingMangedIdentityPermissionOnKeyVault"
@@ -505,4 +531,75 @@ fn enable_cmk_later_with_system_identity_on_rbac_key_vaults() {
         sh(&c, "backup-instance delete -v vlt -n docs").code(),
         "UserErrorCMKMissingMangedIdentityPermissionOnKeyVault"
     );
+}
+
+#[test]
+fn versionless_uri_autorotates_versioned_does_not_and_purge_shreds() {
+    let c = Coffer::new();
+    let (uai, _, kid) = identity_with_key(&c, "kv-rot", "--retention-days 7");
+    let versionless = kid.rsplit_once('/').unwrap().0.to_owned();
+    let src = source(&c);
+    // Vault "auto" follows the key; vault "pinned" keeps its version.
+    let guid = create_cmk(&c, "auto", &uai, &versionless, "").ok()["properties"]["vaultId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    create_cmk(&c, "pinned", &uai, &kid, "").ok();
+    for v in ["auto", "pinned"] {
+        c.dir_instance(v, "docs", &src);
+    }
+    let rp_auto = rp_id(&c.backup("auto", "docs"));
+    let rp_pinned = rp_id(&c.backup("pinned", "docs"));
+    let current = |v: &str| {
+        enc(&ok(&c, &format!("backup-vault show -v {v}")))["keyVaultProperties"]["currentKeyId"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(current("auto"), kid);
+    let kid2 = ok(&c, "keyvault key rotate --vault-name kv-rot -n k")["key"]["kid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_ne!(kid2, kid);
+    // The next job (or show) rewraps with the new version; only that record remains.
+    c.backup("auto", "docs");
+    let recs = stored_records(&c, &guid);
+    assert_eq!(recs.len(), 1, "{recs:?}");
+    assert_eq!(recs[0]["kek"]["keyId"], kid2.as_str());
+    assert_eq!(current("auto"), kid2);
+    assert_eq!(
+        enc(&ok(&c, "backup-vault show -v auto"))["keyVaultProperties"]["keyUri"],
+        versionless.as_str()
+    );
+    assert_eq!(current("pinned"), kid);
+    restore_identical(&c, "auto", &rp_auto, &src, "auto");
+    restore_identical(&c, "pinned", &rp_pinned, &src, "pinned");
+    // The pinned vault moves to the new version by update.
+    ok(
+        &c,
+        &format!("backup-vault update -v pinned --cmk-encryption-key-uri {kid2}"),
+    );
+    assert_eq!(current("pinned"), kid2);
+
+    // Crypto-shredding: once the deleted key is purged (after its retention period),
+    // the vault's data is unreadable for good.
+    ok(&c, "keyvault key delete --vault-name kv-rot -n k");
+    let recover = [
+        "keyvault",
+        "key",
+        "recover",
+        "--vault-name",
+        "kv-rot",
+        "-n",
+        "k",
+    ];
+    assert_eq!(at_day(&c, 8, &recover).code(), "KeyNotFound");
+    let t = c.path("shredded");
+    let restore = Coffer::restore_args("auto", "docs", &rp_auto, t.to_str().unwrap());
+    assert_eq!(
+        at_day(&c, 8, &restore).code(),
+        "UserErrorCMKKeyVaultAuthFailure"
+    );
+    assert!(!t.exists());
 }

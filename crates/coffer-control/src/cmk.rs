@@ -75,6 +75,8 @@ pub struct VaultUpdateOptions {
     pub identity: IdentityOptions,
     /// CMK changes.
     pub cmk: CmkOptions,
+    /// `--force`: allow an identity change that cuts the vault off its key.
+    pub force: bool,
 }
 
 /// The managed identities of a backup vault (catalog JSON).
@@ -790,25 +792,89 @@ impl Instance {
             }
             _ => None,
         };
+        if let (Some(cur), None, false) = (&cur_cmk, &plan, o.force) {
+            let before = self.cmk_principal(cur, &cur_id).ok();
+            let cuts_off = before.is_some() && before != self.cmk_principal(cur, &new_id).ok();
+            if new_id != cur_id && cuts_off {
+                return Err(cmk(
+                    ErrorCode::CmkIdentityInUseForEncryption,
+                    format!(
+                        "the {} identity is used for the vault's customer-managed key: without \
+                         it backups, restores and deletions fail until access is restored. \
+                         Change the encryption identity first, or pass --force",
+                        cur.identity_type
+                    ),
+                ));
+            }
+        }
         if new_id != cur_id {
             self.persist_identity(v, new_id)?;
         }
         if let Some((s, rec)) = plan {
-            let old = WrappedKey::from_json(v.wrapped_key_json.as_bytes()).ok();
-            let store = self.open_store(v)?;
-            Repository::write_wrapped_key(store.as_ref(), &rec)?;
-            self.catalog.set_vault_encryption(
-                &v.guid,
-                &rec.to_json(),
-                "Enabled",
-                &serde_json::to_string(&s).map_err(|e| Error::internal(e.to_string()))?,
-            )?;
-            if let Some(old) = old.filter(|o| o.kek.key_id != rec.kek.key_id) {
-                Repository::remove_wrapped_key(store.as_ref(), &old.kek.key_id)?;
-            }
+            self.switch_kek(v, &s, &rec)?;
         }
         let v = self.vault_row(&v.resource_group, &v.name)?;
         Ok(self.vault_resource(&v))
+    }
+
+    /// Replaces the vault's wrapped DEK: the new record is written next to the data,
+    /// then the catalog switches (record, state, settings) in one transaction, then
+    /// the previous record is removed from storage, so no older wrap of the DEK remains.
+    fn switch_kek(&self, v: &VaultRow, s: &CmkSettings, rec: &WrappedKey) -> Result<()> {
+        let old = WrappedKey::from_json(v.wrapped_key_json.as_bytes()).ok();
+        let store = self.open_store(v)?;
+        Repository::write_wrapped_key(store.as_ref(), rec)?;
+        self.catalog.set_vault_encryption(
+            &v.guid,
+            &rec.to_json(),
+            "Enabled",
+            &serde_json::to_string(s).map_err(|e| Error::internal(e.to_string()))?,
+        )?;
+        if let Some(old) = old.filter(|o| o.kek.key_id != rec.kek.key_id) {
+            Repository::remove_wrapped_key(store.as_ref(), &old.kek.key_id)?;
+        }
+        Ok(())
+    }
+
+    /// Autorotation: when the vault's key URI is versionless and the key's current
+    /// version is not the one that wraps the DEK, rewraps the DEK with the current
+    /// version (the old version must still unwrap). Returns the updated row, `None`
+    /// when nothing had to change.
+    pub(crate) fn autorotate(&self, v: &VaultRow) -> Result<Option<VaultRow>> {
+        let Some(s) = self.vault_cmk(&v.guid)? else {
+            return Ok(None);
+        };
+        if self
+            .parse_kid(&s.key_uri)
+            .map(|(_, _, ver)| ver.is_some())?
+        {
+            return Ok(None);
+        }
+        let Ok(rec) = WrappedKey::from_json(v.wrapped_key_json.as_bytes()) else {
+            return Ok(None);
+        };
+        let principal = self.cmk_principal(&s, &self.vault_identity(&v.guid)?)?;
+        let bundle = self
+            .key_vault_client()
+            .get_key(&principal, &s.key_uri)
+            .map_err(|e| key_access_error(e, &s.key_uri))?;
+        if bundle["key"]["kid"].as_str() == Some(rec.kek.key_id.as_str()) {
+            return Ok(None);
+        }
+        let k = self.validate_key(&s, &principal)?;
+        let dek = self.unwrap_dek(v)?;
+        let new = self.cmk_seal(&v.guid, &s, &k, &dek)?;
+        self.switch_kek(v, &s, &new)?;
+        Ok(self.catalog.vault_by_guid(&v.guid)?)
+    }
+
+    /// The vault `name` of group `rg`, after autorotating its key if a new version
+    /// is there (best effort: when the new version cannot be used yet, the vault
+    /// keeps working with the version that wraps its DEK now). Every job and
+    /// `show` goes through here.
+    pub(crate) fn vault_row_current(&self, rg: &str, name: &str) -> Result<VaultRow> {
+        let v = self.vault_row(rg, name)?;
+        Ok(self.autorotate(&v).ok().flatten().unwrap_or(v))
     }
 
     /// The wrapper that unwraps a CMK record of vault `v`, as its configured identity.

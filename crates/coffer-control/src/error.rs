@@ -111,6 +111,8 @@ pub enum ErrorCode {
     CmkInfrastructureEncryptionOnlyAtCreation,
     /// CMK: a user-assigned identity with a key vault that limits network access (defaultAction Deny).
     CmkUserAssignedIdentityWithRestrictedKeyVault,
+    /// CMK: an identity change would detach or disable the identity the vault's customer-managed key is used with (refused without --force).
+    CmkIdentityInUseForEncryption,
     /// An unexpected internal failure (a bug).
     InternalError,
 }
@@ -165,6 +167,7 @@ impl ErrorCode {
         Self::CmkSystemAssignedIdentityNotAllowedAtCreation,
         Self::CmkInfrastructureEncryptionOnlyAtCreation,
         Self::CmkUserAssignedIdentityWithRestrictedKeyVault,
+        Self::CmkIdentityInUseForEncryption,
         Self::InternalError,
     ];
 
@@ -230,6 +233,7 @@ impl ErrorCode {
             Self::CmkUserAssignedIdentityWithRestrictedKeyVault => {
                 "UserErrorCMKUserAssignedIdentityWithRestrictedKeyVault"
             }
+            Self::CmkIdentityInUseForEncryption => "UserErrorCMKIdentityInUseForEncryption",
             Self::InternalError => "InternalError",
         }
     }
@@ -357,6 +361,9 @@ impl ErrorCode {
             }
             Self::CmkUserAssignedIdentityWithRestrictedKeyVault => {
                 "Use the system-assigned identity for this key vault, or allow network access (`--default-action Allow`)."
+            }
+            Self::CmkIdentityInUseForEncryption => {
+                "Change the encryption identity first (`backup-vault update --cmk-identity-type ...`), or pass --force if you mean to cut the vault off its key."
             }
             Self::InternalError => return None,
         })

@@ -178,7 +178,7 @@ impl Instance {
         stdin: Option<Box<dyn Read + Send>>,
         progress: &dyn Progress,
     ) -> Result<BackupResult> {
-        let v = self.vault_row(rg, vault)?;
+        let v = self.vault_row_current(rg, vault)?;
         let bi = self.instance_row(&v, name)?;
         let source = match (bi.datasource_type, stdin) {
             (DatasourceType::Directory, None) => BackupSource::Directory(PathBuf::from(
@@ -249,7 +249,7 @@ impl Instance {
         spec: RestoreSpec,
         progress: &dyn Progress,
     ) -> Result<RestoreResult> {
-        let v = self.vault_row(rg, vault)?;
+        let v = self.vault_row_current(rg, vault)?;
         let bi = self.instance_row(&v, name)?;
         let overwrite = spec.recovery_option == RecoveryOption::Overwrite;
         let target = match (bi.datasource_type, spec.target) {
@@ -356,7 +356,7 @@ impl Instance {
         vault: &str,
         instance: &str,
     ) -> Result<Vec<RecoveryPointResource>> {
-        let v = self.vault_row(rg, vault)?;
+        let v = self.vault_row_current(rg, vault)?;
         let bi = self.instance_row(&v, instance)?;
         let repo = self.open_repository(&v)?;
         self.reconcile(&v, &repo)?;
@@ -376,7 +376,7 @@ impl Instance {
         instance: &str,
         id: &str,
     ) -> Result<RecoveryPointResource> {
-        let v = self.vault_row(rg, vault)?;
+        let v = self.vault_row_current(rg, vault)?;
         let bi = self.instance_row(&v, instance)?;
         let repo = self.open_repository(&v)?;
         self.reconcile(&v, &repo)?;
@@ -392,7 +392,7 @@ impl Instance {
         instance: &str,
         id: &str,
     ) -> Result<DeleteResult> {
-        let v = self.vault_row(rg, vault)?;
+        let v = self.vault_row_current(rg, vault)?;
         let bi = self.instance_row(&v, instance)?;
         let id = id.trim().to_ascii_lowercase();
         let known = self.catalog.recovery_point(&bi.guid, &id)?;
@@ -442,7 +442,7 @@ impl Instance {
         vault: &str,
         name: &str,
     ) -> Result<DeleteResult> {
-        let v = self.vault_row(rg, vault)?;
+        let v = self.vault_row_current(rg, vault)?;
         let bi = self.instance_row(&v, name)?;
         let resource_id = self.instance_id(&v, &bi);
         let job = self.start_job(&v, Some(&bi), JobOperation::DeleteBackupInstance, None)?;
@@ -500,7 +500,7 @@ impl Instance {
         read_data: bool,
         progress: &dyn Progress,
     ) -> Result<CheckResult> {
-        let v = self.vault_row(rg, vault)?;
+        let v = self.vault_row_current(rg, vault)?;
         let repo = self.open_repository(&v)?;
         let mut report = repo.check(read_data, progress)?;
         // The wrapped DEK kept next to the data is what makes storage + KEK enough

@@ -279,7 +279,7 @@ impl Instance {
 
     /// Shows a backup vault (BackupVaultResource).
     pub fn show_vault(&self, rg: &str, name: &str) -> Result<BackupVaultResource> {
-        Ok(self.vault_resource(&self.vault_row(rg, name)?))
+        Ok(self.vault_resource(&self.vault_row_current(rg, name)?))
     }
 
     /// Lists the backup vaults of a resource group, or of all groups.
