@@ -6,7 +6,7 @@ mod common;
 
 use std::fs;
 
-use common::{Coffer, Out, rp_id, snapshot};
+use common::{Coffer, Out, SOFTHSM, rp_id, snapshot, softhsm_token};
 use serde_json::Value;
 
 const CSEU: &str = "Key Vault Crypto Service Encryption User";
@@ -78,15 +78,17 @@ fn at_day(c: &Coffer, days: i64, args: &[&str]) -> Out {
     c.run_with(cmd, None)
 }
 
-fn create_cmk(c: &Coffer, vault: &str, uai: &str, uri: &str, extra: &str) -> Out {
-    sh(
-        c,
-        &format!(
-            "backup-vault create -v {vault} --type UserAssigned --user-assigned-identities {{\"{uai}\":{{}}}} \
-             --cmk-encryption-key-uri {uri} --cmk-encryption-state Enabled --cmk-identity-type UserAssigned \
-             --cmk-user-assigned-identity-id {uai} {extra}"
-        ),
+/// The `backup-vault create` line of a CMK vault with user-assigned identity `uai`.
+fn cmk_create_line(vault: &str, uai: &str, uri: &str, extra: &str) -> String {
+    format!(
+        "backup-vault create -v {vault} --type UserAssigned --user-assigned-identities {{\"{uai}\":{{}}}} \
+         --cmk-encryption-key-uri {uri} --cmk-encryption-state Enabled --cmk-identity-type UserAssigned \
+         --cmk-user-assigned-identity-id {uai} {extra}"
     )
+}
+
+fn create_cmk(c: &Coffer, vault: &str, uai: &str, uri: &str, extra: &str) -> Out {
+    sh(c, &cmk_create_line(vault, uai, uri, extra))
 }
 
 fn enc(v: &Value) -> &Value {
@@ -602,4 +604,77 @@ fn versionless_uri_autorotates_versioned_does_not_and_purge_shreds() {
         "UserErrorCMKKeyVaultAuthFailure"
     );
     assert!(!t.exists());
+}
+
+#[test]
+fn managed_hsm_key_with_local_rbac_wraps_with_rsa_oaep() {
+    let c = Coffer::new();
+    let Some((conf, pin)) = softhsm_token(&c) else {
+        return;
+    };
+    let run = |args: &[&str]| {
+        let mut all = vec!["-o", "json"];
+        all.extend(args);
+        let mut cmd = c.command(&all);
+        cmd.env("SOFTHSM2_CONF", &conf);
+        c.run_with(cmd, None)
+    };
+    let line = |l: &str| run(&l.split_whitespace().collect::<Vec<_>>());
+    let pin = pin.to_str().unwrap();
+    line(&format!(
+        "keyvault create --hsm-name hsm-c --pkcs11-module {SOFTHSM} --token-label coffer-test \
+         --pin-file {pin} --enable-purge-protection true"
+    ))
+    .ok();
+    let kid = line("keyvault key create --hsm-name hsm-c -n k --kty RSA-HSM").ok()["key"]["kid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (uai, upid) = uami(&c, "uid1");
+    let create = cmk_create_line("vlt", &uai, &kid, "");
+    assert_eq!(
+        line(&create).code(),
+        "UserErrorCMKMissingMangedIdentityPermissionOnKeyVault"
+    );
+    let role = "Managed HSM Crypto Service Encryption User";
+    run(&[
+        "keyvault",
+        "role",
+        "assignment",
+        "create",
+        "--hsm-name",
+        "hsm-c",
+        "--role",
+        role,
+        "--assignee",
+        &upid,
+        "--scope",
+        "/keys/k",
+    ])
+    .ok();
+    let v = line(&create).ok().clone();
+    let guid = v["properties"]["vaultId"].as_str().unwrap();
+    let recs = stored_records(&c, guid);
+    assert_eq!(recs[0]["kek"]["keyId"], kid.as_str());
+    assert_eq!(
+        recs[0]["kek"]["algorithm"], "RSA-OAEP",
+        "SoftHSM2 lacks OAEP-SHA256"
+    );
+    let src = source(&c);
+    c.dir_instance("vlt", "docs", &src);
+    let backup = ["backup-instance", "adhoc-backup", "-v", "vlt", "-n", "docs"];
+    let rp = rp_id(run(&backup).ok());
+    let target = c.path("restored");
+    run(&Coffer::restore_args(
+        "vlt",
+        "docs",
+        &rp,
+        target.to_str().unwrap(),
+    ))
+    .ok();
+    assert_eq!(snapshot(&target), snapshot(&src));
+    line("keyvault key set-attributes --hsm-name hsm-c -n k --enabled false").ok();
+    assert_eq!(run(&backup).code(), "UserErrorCMKKeyDisabledOrExpired");
+    line("keyvault key set-attributes --hsm-name hsm-c -n k --enabled true").ok();
+    run(&backup).ok();
 }

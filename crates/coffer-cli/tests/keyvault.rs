@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Coffer, Out};
+use common::{Coffer, Out, SOFTHSM, softhsm_token};
 
 const DEK_B64: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8"; // bytes 0..32
 
@@ -709,50 +709,7 @@ fn identities_lifecycle() {
     );
 }
 
-const SOFTHSM: &str = "/usr/lib/softhsm/libsofthsm2.so";
-
 /// A SoftHSM2 token in the test's directory; `None` (test skipped) without SoftHSM2.
-fn softhsm_token(c: &Coffer) -> Option<(std::path::PathBuf, std::path::PathBuf)> {
-    if !std::path::Path::new(SOFTHSM).exists() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI needs softhsm2 (.ci/run installs it)"
-        );
-        eprintln!("skipping: SoftHSM2 is not installed");
-        return None;
-    }
-    let tokens = c.path("tokens");
-    std::fs::create_dir_all(&tokens).unwrap();
-    let conf = c.path("softhsm2.conf");
-    let text = format!(
-        "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-        tokens.display()
-    );
-    std::fs::write(&conf, text).unwrap();
-    let st = std::process::Command::new("softhsm2-util")
-        .args([
-            "--init-token",
-            "--free",
-            "--label",
-            "coffer-test",
-            "--pin",
-            "4321",
-            "--so-pin",
-            "8765",
-        ])
-        .env("SOFTHSM2_CONF", &conf)
-        .output()
-        .expect("softhsm2-util");
-    assert!(
-        st.status.success(),
-        "{}",
-        String::from_utf8_lossy(&st.stderr)
-    );
-    let pin = c.path("pin");
-    std::fs::write(&pin, "4321\n").unwrap();
-    Some((conf, pin))
-}
-
 #[test]
 fn managed_hsm_local_rbac_and_token_keys() {
     let c = Coffer::new();

@@ -335,3 +335,49 @@ pub fn snapshot(root: &Path) -> Snapshot {
     walk(root, root, &mut out);
     out
 }
+
+/// The SoftHSM2 PKCS#11 module.
+pub const SOFTHSM: &str = "/usr/lib/softhsm/libsofthsm2.so";
+
+/// A fresh SoftHSM2 token `coffer-test` (user PIN 4321) in the test's directory:
+/// (SOFTHSM2_CONF path, PIN file). `None` (test skipped) when SoftHSM2 is not installed.
+pub fn softhsm_token(c: &Coffer) -> Option<(std::path::PathBuf, std::path::PathBuf)> {
+    if !std::path::Path::new(SOFTHSM).exists() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI needs softhsm2 (.ci/run installs it)"
+        );
+        eprintln!("skipping: SoftHSM2 is not installed");
+        return None;
+    }
+    let tokens = c.path("tokens");
+    std::fs::create_dir_all(&tokens).unwrap();
+    let conf = c.path("softhsm2.conf");
+    let text = format!(
+        "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+        tokens.display()
+    );
+    std::fs::write(&conf, text).unwrap();
+    let st = std::process::Command::new("softhsm2-util")
+        .args([
+            "--init-token",
+            "--free",
+            "--label",
+            "coffer-test",
+            "--pin",
+            "4321",
+            "--so-pin",
+            "8765",
+        ])
+        .env("SOFTHSM2_CONF", &conf)
+        .output()
+        .expect("softhsm2-util");
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    let pin = c.path("pin");
+    std::fs::write(&pin, "4321\n").unwrap();
+    Some((conf, pin))
+}
