@@ -678,3 +678,63 @@ fn managed_hsm_key_with_local_rbac_wraps_with_rsa_oaep() {
     line("keyvault key set-attributes --hsm-name hsm-c -n k --enabled true").ok();
     run(&backup).ok();
 }
+
+#[test]
+fn a_key_change_stopped_at_each_failpoint_is_inconsistent_keeps_working_and_a_retry_repairs() {
+    let c = Coffer::new();
+    let (uai, _, kid) = identity_with_key(&c, "kv-fp", "");
+    let guid = c.vault("vlt")["properties"]["vaultId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    ok(
+        &c,
+        &format!(
+            "backup-vault update -v vlt --type UserAssigned --user-assigned-identities {{\"{uai}\":{{}}}}"
+        ),
+    );
+    let src = source(&c);
+    c.dir_instance("vlt", "docs", &src);
+    let rp = rp_id(&c.backup("vlt", "docs"));
+    let mut uri = kid;
+    for (i, fp) in [
+        "cmk-after-mark-inconsistent",
+        "cmk-after-storage-write",
+        "cmk-after-catalog-switch",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        if i > 0 {
+            uri = ok(&c, "keyvault key rotate --vault-name kv-fp -n k")["key"]["kid"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+        }
+        let update = format!(
+            "backup-vault update -v vlt --cmk-encryption-key-uri {uri} --cmk-encryption-state Enabled \
+             --cmk-identity-type UserAssigned --cmk-user-assigned-identity-id {uai}"
+        );
+        let mut args = vec!["-o", "json"];
+        args.extend(update.split_whitespace());
+        let mut cmd = c.command(&args);
+        cmd.env("COFFER_TEST_FAILPOINT", fp);
+        assert_eq!(c.run_with(cmd, None).code(), "InternalError", "{fp}");
+        assert_eq!(
+            enc(&ok(&c, "backup-vault show -v vlt"))["state"],
+            "Inconsistent",
+            "{fp}"
+        );
+        // The vault keeps working with its last good wrapped DEK.
+        c.backup("vlt", "docs");
+        restore_identical(&c, "vlt", &rp, &src, &format!("{fp}-during"));
+        // Retrying the same update repairs it: one record, the new key's.
+        let shown = ok(&c, &update);
+        assert_eq!(enc(&shown)["state"], "Enabled", "{fp}");
+        let recs = stored_records(&c, &guid);
+        assert_eq!(recs.len(), 1, "{fp}: {recs:?}");
+        assert_eq!(recs[0]["kek"]["keyId"], uri.as_str(), "{fp}");
+        ok(&c, "backup-vault check -v vlt");
+        restore_identical(&c, "vlt", &rp, &src, &format!("{fp}-after"));
+    }
+}

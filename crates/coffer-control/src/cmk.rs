@@ -32,6 +32,11 @@ use crate::{
 pub(crate) const CMK_ALGORITHM: &str = "RSA-OAEP-256";
 const SYSTEM: &str = "SystemAssigned";
 const USER: &str = "UserAssigned";
+const INCONSISTENT: &str = "Inconsistent";
+/// Test hook: when set to a failpoint's name, that step of a key change fails as an
+/// internal error would (`cmk-after-mark-inconsistent`, `cmk-after-storage-write`,
+/// `cmk-after-catalog-switch`).
+pub(crate) const FAILPOINT_ENV: &str = "COFFER_TEST_FAILPOINT";
 const UAI_PROVIDER: &str = "/providers/Microsoft.ManagedIdentity/userAssignedIdentities/";
 
 /// Identity options of `backup-vault create` / `update`.
@@ -810,29 +815,48 @@ impl Instance {
         if new_id != cur_id {
             self.persist_identity(v, new_id)?;
         }
-        if let Some((s, rec)) = plan {
-            self.switch_kek(v, &s, &rec)?;
+        match plan {
+            Some((s, rec)) => self.switch_kek(v, &s, &rec)?,
+            // Retrying an update that stopped after the catalog switch: finish it.
+            None if v.encryption_state == INCONSISTENT && cur_cmk.is_some() => {
+                let rec = WrappedKey::from_json(v.wrapped_key_json.as_bytes())?;
+                self.finish_switch(v, &rec)?;
+            }
+            None => {}
         }
         let v = self.vault_row(&v.resource_group, &v.name)?;
         Ok(self.vault_resource(&v))
     }
 
-    /// Replaces the vault's wrapped DEK: the new record is written next to the data,
-    /// then the catalog switches (record, state, settings) in one transaction, then
-    /// the previous record is removed from storage, so no older wrap of the DEK remains.
+    /// Replaces the vault's wrapped DEK. The vault is marked `Inconsistent` first; the
+    /// new record is written next to the data; the catalog switches (record, settings)
+    /// in one transaction; older records are removed from storage; only then is the
+    /// state `Enabled`. A failure at any step leaves `Inconsistent` with a record that
+    /// still opens the vault (jobs keep working); retrying the same update repairs it.
     fn switch_kek(&self, v: &VaultRow, s: &CmkSettings, rec: &WrappedKey) -> Result<()> {
-        let old = WrappedKey::from_json(v.wrapped_key_json.as_bytes()).ok();
+        let settings = serde_json::to_string(s).map_err(|e| Error::internal(e.to_string()))?;
+        self.catalog
+            .set_vault_wrapped_key(&v.guid, &v.wrapped_key_json, INCONSISTENT)?;
+        failpoint("cmk-after-mark-inconsistent")?;
         let store = self.open_store(v)?;
         Repository::write_wrapped_key(store.as_ref(), rec)?;
-        self.catalog.set_vault_encryption(
-            &v.guid,
-            &rec.to_json(),
-            "Enabled",
-            &serde_json::to_string(s).map_err(|e| Error::internal(e.to_string()))?,
-        )?;
-        if let Some(old) = old.filter(|o| o.kek.key_id != rec.kek.key_id) {
-            Repository::remove_wrapped_key(store.as_ref(), &old.kek.key_id)?;
+        failpoint("cmk-after-storage-write")?;
+        self.catalog
+            .set_vault_encryption(&v.guid, &rec.to_json(), INCONSISTENT, &settings)?;
+        failpoint("cmk-after-catalog-switch")?;
+        self.finish_switch(v, rec)
+    }
+
+    /// Removes every stored record but `rec` and marks the vault `Enabled`.
+    fn finish_switch(&self, v: &VaultRow, rec: &WrappedKey) -> Result<()> {
+        let store = self.open_store(v)?;
+        for old in Repository::read_wrapped_keys(store.as_ref())? {
+            if old.kek.key_id != rec.kek.key_id {
+                Repository::remove_wrapped_key(store.as_ref(), &old.kek.key_id)?;
+            }
         }
+        self.catalog
+            .set_vault_wrapped_key(&v.guid, &rec.to_json(), "Enabled")?;
         Ok(())
     }
 
@@ -894,6 +918,15 @@ impl Instance {
             &rec.kek.algorithm,
         ))
     }
+}
+
+fn failpoint(name: &str) -> Result<()> {
+    if std::env::var(FAILPOINT_ENV).is_ok_and(|f| f == name) {
+        return Err(Error::internal(format!(
+            "stopped at failpoint {name} ({FAILPOINT_ENV})"
+        )));
+    }
+    Ok(())
 }
 
 fn infra_only_at_creation() -> Error {
