@@ -69,4 +69,14 @@ impl Catalog {
         tx.commit()?;
         Ok(())
     }
+
+    /// Replaces only the customer-managed-key settings document of vault `guid`
+    /// (e.g. its key-access health), leaving its wrapped DEK and state alone.
+    pub fn set_vault_encryption_settings(&self, guid: &str, encryption_json: &str) -> Result<()> {
+        self.conn.execute(
+            "UPDATE vault_settings SET encryption_json = ?2 WHERE vault_guid = ?1",
+            params![guid, encryption_json],
+        )?;
+        Ok(())
+    }
 }

@@ -356,7 +356,19 @@ fn user_assigned_at_creation_backup_restore_and_revocation() {
         c.restore("vlt", "docs", &rp1, &t).code(),
         "UserErrorCMKMissingMangedIdentityPermissionOnKeyVault"
     );
+    let health = |c: &Coffer| enc(&ok(c, "backup-vault show -v vlt"))["encryptionHealth"].clone();
+    let h = health(&c);
+    assert_eq!(h["state"], "KeyAccessLost", "{h}");
+    assert_eq!(
+        h["errorCode"],
+        "UserErrorCMKMissingMangedIdentityPermissionOnKeyVault"
+    );
+    assert!(
+        h["since"].is_string() && h["storedBytes"].as_u64().unwrap() > 300_000,
+        "{h}"
+    );
     grant(&c, "kv-ap", &upid);
+    assert_eq!(health(&c)["state"], "Healthy");
     c.backup("vlt", "docs");
 
     // Key disabled, then enabled again.

@@ -124,6 +124,19 @@ pub(crate) struct CmkSettings {
     /// Recorded at creation; the second encryption layer itself is future work.
     #[serde(default)]
     pub(crate) infrastructure_encryption: bool,
+    /// Since when the key cannot be used, and why (absent while access works).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) key_access_lost: Option<KeyAccessLost>,
+}
+
+/// When and why a vault lost access to its customer-managed key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct KeyAccessLost {
+    /// RFC 3339 time of the first failure.
+    pub(crate) since: String,
+    /// The latest failure's code.
+    pub(crate) error_code: String,
 }
 
 impl CmkSettings {
@@ -506,6 +519,7 @@ impl Instance {
                     identity_type,
                     identity_id,
                     infrastructure_encryption: infra.unwrap_or(false),
+                    key_access_lost: None,
                 }))
             }
             (false, Some(cur)) => {
@@ -539,6 +553,7 @@ impl Instance {
                     identity_type,
                     identity_id,
                     infrastructure_encryption: cur.infrastructure_encryption,
+                    key_access_lost: None,
                 }))
             }
         }
@@ -783,7 +798,12 @@ impl Instance {
         o: &VaultUpdateOptions,
     ) -> Result<crate::resources::BackupVaultResource> {
         let cur_id = self.vault_identity(&v.guid)?;
-        let cur_cmk = self.vault_cmk(&v.guid)?;
+        // Health is not a setting: an update that names the same key and identity is
+        // "no change" even while access is lost.
+        let cur_cmk = self.vault_cmk(&v.guid)?.map(|mut c| {
+            c.key_access_lost = None;
+            c
+        });
         let new_id = self.requested_identity(&cur_id, &o.identity)?;
         let new_cmk = Self::requested_cmk(cur_cmk.as_ref(), &o.cmk, false)?;
         let plan = match &new_cmk {
@@ -899,6 +919,32 @@ impl Instance {
     pub(crate) fn vault_row_current(&self, rg: &str, name: &str) -> Result<VaultRow> {
         let v = self.vault_row(rg, name)?;
         Ok(self.autorotate(&v).ok().flatten().unwrap_or(v))
+    }
+
+    /// Records the outcome of using the vault's customer-managed key: the first
+    /// failure with a `UserErrorCMK…` code starts `KeyAccessLost`, a success ends it.
+    /// Best effort (the caller's own result is what matters).
+    pub(crate) fn note_key_access<T>(&self, v: &VaultRow, r: &Result<T>) {
+        let Ok(Some(mut s)) = self.vault_cmk(&v.guid) else {
+            return;
+        };
+        let lost = match r {
+            Ok(_) => None,
+            Err(e) if e.code.as_str().starts_with("UserErrorCMK") => Some(KeyAccessLost {
+                since: s
+                    .key_access_lost
+                    .as_ref()
+                    .map_or_else(util::now_rfc3339, |l| l.since.clone()),
+                error_code: e.code.as_str().to_owned(),
+            }),
+            Err(_) => return,
+        };
+        if lost != s.key_access_lost {
+            s.key_access_lost = lost;
+            if let Ok(j) = serde_json::to_string(&s) {
+                let _ = self.catalog.set_vault_encryption_settings(&v.guid, &j);
+            }
+        }
     }
 
     /// The wrapper that unwraps a CMK record of vault `v`, as its configured identity.

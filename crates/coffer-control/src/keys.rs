@@ -75,7 +75,12 @@ impl Instance {
                 "the vault's wrapped data encryption key record belongs to another vault",
             ));
         }
-        let kek = self.kek_for(v, &rec)?;
-        Ok(rec.open(kek.as_wrapper())?)
+        let r = self
+            .kek_for(v, &rec)
+            .and_then(|kek| Ok(rec.open(kek.as_wrapper())?));
+        if rec.kek.kind == KekKind::CustomerManaged {
+            self.note_key_access(v, &r);
+        }
+        r
     }
 }

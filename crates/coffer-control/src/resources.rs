@@ -168,6 +168,26 @@ pub struct EncryptionSettings {
     pub kek_identity: Option<KekIdentity>,
     /// `Enabled` (recorded at creation with CMK) or `Disabled`.
     pub infrastructure_encryption: String,
+    /// Coffer: whether the customer-managed key can be used (absent for PMK).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encryption_health: Option<EncryptionHealth>,
+}
+
+/// Coffer's `encryptionHealth` of a CMK vault.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct EncryptionHealth {
+    /// `Healthy` or `KeyAccessLost`.
+    pub state: String,
+    /// KeyAccessLost: since when (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+    /// KeyAccessLost: the code jobs fail with.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_code: Option<String>,
+    /// KeyAccessLost: bytes still stored in the vault (unreadable until access returns).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stored_bytes: Option<u64>,
 }
 
 /// `keyVaultProperties`.

@@ -152,6 +152,7 @@ impl Instance {
                             "Disabled"
                         }
                         .to_owned(),
+                        encryption_health: cmk.as_ref().map(|c| self.encryption_health(v, c)),
                     },
                 },
                 storage_settings,
@@ -277,9 +278,35 @@ impl Instance {
         Ok(self.vault_resource(&row))
     }
 
-    /// Shows a backup vault (BackupVaultResource).
+    /// Shows a backup vault (BackupVaultResource). A CMK vault's key access is
+    /// probed (one unwrap as its identity) so that `encryptionHealth` is current.
     pub fn show_vault(&self, rg: &str, name: &str) -> Result<BackupVaultResource> {
-        Ok(self.vault_resource(&self.vault_row_current(rg, name)?))
+        let v = self.vault_row_current(rg, name)?;
+        if v.encryption_state != ENCRYPTION_PMK {
+            let _ = self.unwrap_dek(&v);
+        }
+        Ok(self.vault_resource(&v))
+    }
+
+    fn encryption_health(
+        &self,
+        v: &VaultRow,
+        c: &crate::cmk::CmkSettings,
+    ) -> crate::resources::EncryptionHealth {
+        match &c.key_access_lost {
+            None => crate::resources::EncryptionHealth {
+                state: "Healthy".to_owned(),
+                since: None,
+                error_code: None,
+                stored_bytes: None,
+            },
+            Some(l) => crate::resources::EncryptionHealth {
+                state: "KeyAccessLost".to_owned(),
+                since: Some(l.since.clone()),
+                error_code: Some(l.error_code.clone()),
+                stored_bytes: Some(tree_bytes(&self.storage_path(&v.guid))),
+            },
+        }
     }
 
     /// Lists the backup vaults of a resource group, or of all groups.
@@ -532,6 +559,21 @@ fn check_directory(p: &Path) -> Result<String> {
             p.display()
         ))
     })
+}
+
+/// Total size of the regular files under `p` (0 when unreadable).
+fn tree_bytes(p: &Path) -> u64 {
+    let Ok(entries) = fs::read_dir(p) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => tree_bytes(&e.path()),
+            Ok(t) if t.is_file() => e.metadata().map_or(0, |m| m.len()),
+            _ => 0,
+        })
+        .sum()
 }
 
 pub(crate) fn remove_tree(p: &Path) -> Result<()> {
