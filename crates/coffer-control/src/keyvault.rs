@@ -664,8 +664,13 @@ impl Instance {
             scheduled_purge_ms: None,
         };
         let id = self.vault_arm_id(&row);
+        let write = if is_hsm {
+            "Microsoft.KeyVault/managedHSMs/write"
+        } else {
+            "Microsoft.KeyVault/vaults/write"
+        };
         let r = (|| {
-            self.authorize_action(&id, "Microsoft.KeyVault/vaults/write")?;
+            self.authorize_action(&id, write)?;
             if !p.enable_rbac_authorization {
                 p.access_policies.push(AccessPolicy {
                     tenant_id: self.row.tenant_id.clone(),
@@ -693,7 +698,7 @@ impl Instance {
             }
             self.vault_json(&row)
         })();
-        self.audit("Microsoft.KeyVault/vaults/write", &id, &r);
+        self.audit(write, &id, &r);
         r
     }
 
