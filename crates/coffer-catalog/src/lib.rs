@@ -240,15 +240,17 @@ impl Catalog {
     /// Appends to the activity log (who did what to which resource).
     pub fn log_activity(&self, entry: &ActivityRow) -> Result<()> {
         self.conn.execute(
-            "INSERT INTO activity_log (time_ms, principal, operation, resource_id, status, error_code) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT INTO activity_log (time_ms, principal, operation, resource_id, status, error_code, \
+             http_method, correlation_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             params![
                 entry.time_ms,
                 entry.principal,
                 entry.operation,
                 entry.resource_id,
                 entry.status,
-                entry.error_code
+                entry.error_code,
+                entry.http_method,
+                entry.correlation_id
             ],
         )?;
         Ok(())
@@ -257,8 +259,8 @@ impl Catalog {
     /// The most recent `limit` activity log entries, newest first.
     pub fn activity(&self, limit: u32) -> Result<Vec<ActivityRow>> {
         let mut st = self.conn.prepare(
-            "SELECT time_ms, principal, operation, resource_id, status, error_code FROM activity_log \
-             ORDER BY seq DESC LIMIT ?1",
+            "SELECT time_ms, principal, operation, resource_id, status, error_code, http_method, \
+             correlation_id FROM activity_log ORDER BY seq DESC LIMIT ?1",
         )?;
         let rows = st.query_map([limit], |r| {
             Ok(ActivityRow {
@@ -268,6 +270,8 @@ impl Catalog {
                 resource_id: r.get(3)?,
                 status: r.get(4)?,
                 error_code: r.get(5)?,
+                http_method: r.get(6)?,
+                correlation_id: r.get(7)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)

@@ -299,4 +299,8 @@ pub struct ActivityRow {
     pub status: String,
     /// Error code on failure.
     pub error_code: Option<String>,
+    /// HTTP method of the operation (`PUT`, `PATCH`, `DELETE`, `POST`).
+    pub http_method: Option<String>,
+    /// Correlation id (a GUID per operation).
+    pub correlation_id: Option<String>,
 }

@@ -5,7 +5,7 @@
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
 
-pub(crate) const MIGRATIONS: [&str; 3] = [V1, V2, V3];
+pub(crate) const MIGRATIONS: [&str; 4] = [V1, V2, V3, V4];
 
 const V1: &str = r#"
 CREATE TABLE instance (
@@ -219,4 +219,11 @@ CREATE TABLE vault_settings (
     identity_json   TEXT NOT NULL DEFAULT '{}',
     encryption_json TEXT
 );
+"#;
+
+/// Part 3: the activity log records the HTTP method (PUT, PATCH, DELETE, POST) and a
+/// correlation id of each operation.
+const V4: &str = r#"
+ALTER TABLE activity_log ADD COLUMN http_method TEXT;
+ALTER TABLE activity_log ADD COLUMN correlation_id TEXT;
 "#;

@@ -79,4 +79,31 @@ impl Catalog {
         )?;
         Ok(())
     }
+
+    /// Moves vault `guid` to resource group `group` (which must exist); the system-
+    /// assigned identity it owns follows its new ARM id. One transaction.
+    /// [`crate::CatalogError::AlreadyExists`] if the group already has a vault of that name.
+    pub fn move_vault(&self, guid: &str, group: &str, old_id: &str, new_id: &str) -> Result<()> {
+        let tx = self.tx()?;
+        tx.execute(
+            "UPDATE backup_vaults SET resource_group = ?2 WHERE guid = ?1",
+            params![guid, group],
+        )
+        .map_err(|e| {
+            if crate::is_unique_violation(&e) {
+                crate::CatalogError::AlreadyExists {
+                    kind: "backup vault",
+                    name: guid.to_owned(),
+                }
+            } else {
+                e.into()
+            }
+        })?;
+        tx.execute(
+            "UPDATE principals SET owner_resource_id = ?2 WHERE owner_resource_id = ?1",
+            params![old_id, new_id],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
 }

@@ -88,6 +88,19 @@ pub(crate) enum Command {
     /// Key vaults, keys and their cryptographic operations.
     #[command(subcommand)]
     Keyvault(crate::kvargs::KeyVaultCmd),
+    /// The activity log: every write to a resource (who, what, when, outcome).
+    #[command(subcommand)]
+    ActivityLog(ActivityCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ActivityCmd {
+    /// List activity log entries, newest first.
+    List {
+        /// Only this resource (ARM id) and the resources below it.
+        #[arg(long, value_name = "ID")]
+        resource_id: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -159,6 +172,14 @@ pub(crate) enum VaultCmd {
         /// Allow an identity change that cuts the vault off its customer-managed key.
         #[arg(long)]
         force: bool,
+    },
+    /// Move a vault to another resource group (its id changes, its data stays; refused for CMK vaults).
+    Move {
+        #[command(flatten)]
+        vault: VaultSel,
+        /// The resource group to move it to.
+        #[arg(long, value_name = "RG")]
+        target_resource_group: String,
     },
     /// Show a backup vault (BackupVaultResource).
     Show {

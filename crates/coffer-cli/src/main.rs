@@ -95,6 +95,9 @@ fn run(cli: Cli, p: &Printer) -> Result<()> {
         Command::Identity(cmd) => kvcmd::identity(&inst, cmd, p)?,
         Command::Role(cmd) => kvcmd::role(&inst, cmd, p)?,
         Command::Keyvault(cmd) => kvcmd::keyvault(&inst, cmd, p)?,
+        Command::ActivityLog(args::ActivityCmd::List { resource_id }) => {
+            p.value(&inst.list_activity(resource_id.as_deref())?)
+        }
         Command::Group(cmd) => match cmd {
             GroupCmd::Create {
                 name,
@@ -139,6 +142,14 @@ fn run(cli: Cli, p: &Printer) -> Result<()> {
                     cmk: cmk.into(),
                     force,
                 },
+            )?),
+            VaultCmd::Move {
+                vault,
+                target_resource_group,
+            } => p.vault(&inst.move_vault(
+                &vault.resource_group,
+                &vault.vault_name,
+                &target_resource_group,
             )?),
             VaultCmd::Show { vault } => {
                 p.vault(&inst.show_vault(&vault.resource_group, &vault.vault_name)?)

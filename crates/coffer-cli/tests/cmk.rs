@@ -304,6 +304,37 @@ fn every_rule_is_refused_with_its_code_and_changes_nothing() {
         "UserErrorCMKMissingMangedIdentityPermissionOnKeyVault",
     );
     assert_eq!(enc(&ok(&c, "backup-vault show -v v2"))["state"], "Disabled");
+
+    // Every vault write is in the activity log: creation (PUT), refused updates (PATCH, Failed).
+    let id = v["id"].as_str().unwrap();
+    let log = ok(&c, &format!("activity-log list --resource-id {id}"));
+    let entries = log.as_array().unwrap();
+    assert!(
+        entries
+            .iter()
+            .all(|e| e["resourceId"] == id && e["correlationId"].is_string())
+    );
+    let find = |method: &str, status: &str, code: &str| {
+        entries.iter().any(|e| {
+            e["operationName"]["value"] == "Microsoft.DataProtection/backupVaults/write"
+                && e["httpMethod"] == method
+                && e["status"]["value"] == status
+                && (code.is_empty() || e["subStatus"]["value"] == code)
+        })
+    };
+    assert!(find("PUT", "Succeeded", ""), "{log}");
+    assert!(
+        find("PATCH", "Failed", "UserErrorCMKCannotRevertToPlatformKey"),
+        "{log}"
+    );
+    assert!(
+        find(
+            "PUT",
+            "Failed",
+            "UserErrorCMKSoftDeleteNotEnabledOnKeyVault"
+        ),
+        "{log}"
+    );
 }
 
 #[test]
@@ -749,4 +780,56 @@ fn a_key_change_stopped_at_each_failpoint_is_inconsistent_keeps_working_and_a_re
         ok(&c, "backup-vault check -v vlt");
         restore_identical(&c, "vlt", &rp, &src, &format!("{fp}-after"));
     }
+}
+
+#[test]
+fn a_pmk_vault_moves_to_another_group_and_a_cmk_vault_does_not() {
+    let c = Coffer::new();
+    let (uai, _, kid) = identity_with_key(&c, "kv-mv", "");
+    ok(&c, "group create -n rg2");
+    let src = source(&c);
+    let before = c.vault("pmk");
+    ok(&c, "backup-vault update -v pmk --type SystemAssigned");
+    c.dir_instance("pmk", "docs", &src);
+    let rp = rp_id(&c.backup("pmk", "docs"));
+    let moved = ok(&c, "backup-vault move -v pmk --target-resource-group rg2");
+    assert_ne!(moved["id"], before["id"]);
+    assert!(
+        moved["id"]
+            .as_str()
+            .unwrap()
+            .contains("/resourceGroups/rg2/")
+    );
+    assert_eq!(
+        moved["properties"]["vaultId"],
+        before["properties"]["vaultId"]
+    );
+    assert_eq!(moved["identity"]["type"], "SystemAssigned");
+    refused(&c, "backup-vault show -v pmk", "BackupVaultNotFound");
+    let target = c.path("moved");
+    c.run(&[
+        "backup-instance",
+        "restore",
+        "-v",
+        "pmk",
+        "-g",
+        "rg2",
+        "-n",
+        "docs",
+        "--recovery-point",
+        &rp,
+        "--target",
+        target.to_str().unwrap(),
+    ])
+    .ok();
+    assert_eq!(snapshot(&target), snapshot(&src));
+
+    create_cmk(&c, "cmk", &uai, &kid, "").ok();
+    let shown = ok(&c, "backup-vault show -v cmk");
+    refused(
+        &c,
+        "backup-vault move -v cmk --target-resource-group rg2",
+        "UserErrorCMKVaultMoveNotSupported",
+    );
+    assert_eq!(ok(&c, "backup-vault show -v cmk"), shown);
 }

@@ -784,8 +784,9 @@ impl Instance {
     ) -> Result<crate::resources::BackupVaultResource> {
         let v = self.vault_row(rg, name)?;
         let r = self.update_vault_inner(&v, &o);
-        self.audit(
+        self.audit_method(
             "Microsoft.DataProtection/backupVaults/write",
+            "PATCH",
             &self.vault_id(&v),
             &r,
         );
@@ -919,6 +920,35 @@ impl Instance {
     pub(crate) fn vault_row_current(&self, rg: &str, name: &str) -> Result<VaultRow> {
         let v = self.vault_row(rg, name)?;
         Ok(self.autorotate(&v).ok().flatten().unwrap_or(v))
+    }
+
+    /// `coffer activity-log list`: the activity log, newest first, optionally of one
+    /// resource (and the resources below it).
+    pub fn list_activity(&self, resource_id: Option<&str>) -> Result<Vec<Value>> {
+        let want = resource_id.map(|r| r.trim().trim_end_matches('/').to_ascii_lowercase());
+        Ok(self
+            .catalog
+            .activity(10_000)?
+            .into_iter()
+            .filter(|a| {
+                want.as_deref().is_none_or(|w| {
+                    let id = a.resource_id.to_ascii_lowercase();
+                    id == w || id.starts_with(&format!("{w}/"))
+                })
+            })
+            .map(|a| {
+                serde_json::json!({
+                    "eventTimestamp": util::rfc3339_ms(a.time_ms),
+                    "caller": a.principal,
+                    "operationName": {"value": a.operation},
+                    "httpMethod": a.http_method,
+                    "status": {"value": a.status},
+                    "subStatus": {"value": a.error_code},
+                    "resourceId": a.resource_id,
+                    "correlationId": a.correlation_id,
+                })
+            })
+            .collect())
     }
 
     /// Records the outcome of using the vault's customer-managed key: the first

@@ -113,6 +113,8 @@ pub enum ErrorCode {
     CmkUserAssignedIdentityWithRestrictedKeyVault,
     /// CMK: an identity change would detach or disable the identity the vault's customer-managed key is used with (refused without --force).
     CmkIdentityInUseForEncryption,
+    /// A vault encrypted with a customer-managed key cannot be moved to another resource group or subscription.
+    CmkVaultMoveNotSupported,
     /// An unexpected internal failure (a bug).
     InternalError,
 }
@@ -168,6 +170,7 @@ impl ErrorCode {
         Self::CmkInfrastructureEncryptionOnlyAtCreation,
         Self::CmkUserAssignedIdentityWithRestrictedKeyVault,
         Self::CmkIdentityInUseForEncryption,
+        Self::CmkVaultMoveNotSupported,
         Self::InternalError,
     ];
 
@@ -234,6 +237,7 @@ impl ErrorCode {
                 "UserErrorCMKUserAssignedIdentityWithRestrictedKeyVault"
             }
             Self::CmkIdentityInUseForEncryption => "UserErrorCMKIdentityInUseForEncryption",
+            Self::CmkVaultMoveNotSupported => "UserErrorCMKVaultMoveNotSupported",
             Self::InternalError => "InternalError",
         }
     }
@@ -364,6 +368,9 @@ impl ErrorCode {
             }
             Self::CmkIdentityInUseForEncryption => {
                 "Change the encryption identity first (`backup-vault update --cmk-identity-type ...`), or pass --force if you mean to cut the vault off its key."
+            }
+            Self::CmkVaultMoveNotSupported => {
+                "Keep the vault where it is; create a new vault in the target group if needed."
             }
             Self::InternalError => return None,
         })

@@ -275,6 +275,24 @@ impl Instance {
     /// Records a mutating operation in the activity log (best effort: a failure to
     /// log never hides the operation's own result).
     pub(crate) fn audit<T>(&self, operation: &str, resource_id: &str, result: &Result<T>) {
+        let method = if operation.ends_with("/delete") {
+            "DELETE"
+        } else if operation.ends_with("/action") {
+            "POST"
+        } else {
+            "PUT"
+        };
+        self.audit_method(operation, method, resource_id, result);
+    }
+
+    /// [`Instance::audit`] with an explicit HTTP method (`PATCH` for updates).
+    pub(crate) fn audit_method<T>(
+        &self,
+        operation: &str,
+        method: &str,
+        resource_id: &str,
+        result: &Result<T>,
+    ) {
         let _ = self.catalog.log_activity(&ActivityRow {
             time_ms: now_ms(),
             principal: self.principal().to_owned(),
@@ -287,6 +305,8 @@ impl Instance {
             }
             .to_owned(),
             error_code: result.as_ref().err().map(|e| e.code.as_str().to_owned()),
+            http_method: Some(method.to_owned()),
+            correlation_id: Some(util::new_guid()),
         });
     }
 

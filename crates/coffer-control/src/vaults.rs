@@ -309,6 +309,51 @@ impl Instance {
         }
     }
 
+    /// `backup-vault move`: moves a vault to another resource group. Its ARM id
+    /// changes (and its system-assigned identity follows); its storage, DEK and
+    /// recovery points stay. A vault encrypted with a customer-managed key is refused
+    /// (`UserErrorCMKVaultMoveNotSupported`), as in Azure.
+    pub fn move_vault(&self, rg: &str, name: &str, target_rg: &str) -> Result<BackupVaultResource> {
+        let v = self.vault_row(rg, name)?;
+        let old_id = self.vault_id(&v);
+        let r = (|| {
+            let cmk = WrappedKey::from_json(v.wrapped_key_json.as_bytes())
+                .is_ok_and(|w| w.kek.kind == coffer_crypto::wrap::KekKind::CustomerManaged);
+            if cmk || v.encryption_state != ENCRYPTION_PMK {
+                return Err(Error::new(
+                    ErrorCode::CmkVaultMoveNotSupported,
+                    format!(
+                        "backup vault '{}' is encrypted with a customer-managed key (state {}): \
+                         moving it to another resource group or subscription is not supported",
+                        v.name, v.encryption_state
+                    ),
+                ));
+            }
+            let g = self.group_row(target_rg)?;
+            if self.catalog.vault(&g.name, &v.name)?.is_some() {
+                return Err(Error::new(
+                    ErrorCode::ResourceAlreadyExists,
+                    format!(
+                        "backup vault '{}' already exists in resource group '{}'",
+                        v.name, g.name
+                    ),
+                ));
+            }
+            let mut moved = v.clone();
+            moved.resource_group = g.name.clone();
+            let new_id = self.vault_id(&moved);
+            self.catalog
+                .move_vault(&v.guid, &g.name, &old_id, &new_id)?;
+            Ok(self.vault_resource(&moved))
+        })();
+        self.audit(
+            "Microsoft.Resources/subscriptions/resourceGroups/moveResources/action",
+            &old_id,
+            &r,
+        );
+        r
+    }
+
     /// Lists the backup vaults of a resource group, or of all groups.
     pub fn list_vaults(&self, rg: Option<&str>) -> Result<Vec<BackupVaultResource>> {
         let rows = match rg {
