@@ -19,7 +19,13 @@ pub(crate) enum IdentityCmd {
         resource_group: Option<String>,
     },
     /// Delete a user-assigned managed identity (and its role assignments).
-    Delete(IdentitySel),
+    Delete {
+        #[command(flatten)]
+        identity: IdentitySel,
+        /// Delete it even if a backup vault's customer-managed key is used through it.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 /// Selects an identity.

@@ -68,7 +68,9 @@ pub(crate) fn identity(inst: &Instance, cmd: IdentityCmd, p: &Printer) -> Result
         IdentityCmd::List { resource_group } => {
             p.value(&inst.list_identities(resource_group.as_deref())?)
         }
-        IdentityCmd::Delete(s) => p.value(&inst.delete_identity(&s.resource_group, &s.name)?),
+        IdentityCmd::Delete { identity, force } => {
+            p.value(&inst.delete_identity(&identity.resource_group, &identity.name, force)?)
+        }
     }
     Ok(())
 }

@@ -108,6 +108,17 @@ fn stored_records(c: &Coffer, vault_guid: &str) -> Vec<Value> {
     out
 }
 
+/// `line` (an identity change or deletion that cuts vault "vlt" off its key) is
+/// refused without --force; with --force it runs and the next backup fails.
+fn cut_off_only_with_force(c: &Coffer, line: &str) {
+    refused(c, line, "UserErrorCMKIdentityInUseForEncryption");
+    ok(c, &format!("{line} --force"));
+    assert_eq!(
+        backup_code(c, "vlt"),
+        "UserErrorCMKMissingMangedIdentityPermissionOnKeyVault"
+    );
+}
+
 fn backup_code(c: &Coffer, vault: &str) -> String {
     let o = sh(
         c,
@@ -421,19 +432,10 @@ fn user_assigned_at_creation_backup_restore_and_revocation() {
     c.backup("vlt", "docs");
 
     // Identity detached from the vault (only with --force), then reattached.
-    refused(
-        &c,
-        "backup-vault update -v vlt --type None",
-        "UserErrorCMKIdentityInUseForEncryption",
-    );
-    ok(&c, "backup-vault update -v vlt --type None --force");
+    cut_off_only_with_force(&c, "backup-vault update -v vlt --type None");
     assert_eq!(
         ok(&c, "backup-vault show -v vlt")["identity"]["type"],
         "None"
-    );
-    assert_eq!(
-        backup_code(&c, "vlt"),
-        "UserErrorCMKMissingMangedIdentityPermissionOnKeyVault"
     );
     ok(
         &c,
@@ -444,6 +446,9 @@ fn user_assigned_at_creation_backup_restore_and_revocation() {
     let rp = rp_id(&c.backup("vlt", "docs"));
     restore_identical(&c, "vlt", &rp, &src, "2");
     restore_identical(&c, "vlt", &rp1, &src, "3");
+
+    // Deleting the identity is refused while the vault's key is used through it.
+    cut_off_only_with_force(&c, "identity delete -n uid1");
 }
 
 #[test]
@@ -562,16 +567,7 @@ fn enable_cmk_later_with_system_identity_on_rbac_key_vaults() {
     c.restore("vlt", "docs", &rp1, &c.path("r-old")).ok();
 
     // Disabling the system identity loses access: backups and deletions fail visibly.
-    refused(
-        &c,
-        "backup-vault update -v vlt --type None",
-        "UserErrorCMKIdentityInUseForEncryption",
-    );
-    ok(&c, "backup-vault update -v vlt --type None --force");
-    assert_eq!(
-        backup_code(&c, "vlt"),
-        "UserErrorCMKMissingMangedIdentityPermissionOnKeyVault"
-    );
+    cut_off_only_with_force(&c, "backup-vault update -v vlt --type None");
     assert_eq!(
         sh(&c, "backup-instance delete -v vlt -n docs").code(),
         "UserErrorCMKMissingMangedIdentityPermissionOnKeyVault"

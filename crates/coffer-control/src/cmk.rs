@@ -922,6 +922,33 @@ impl Instance {
         Ok(self.autorotate(&v).ok().flatten().unwrap_or(v))
     }
 
+    /// Refuses (`UserErrorCMKIdentityInUseForEncryption`) when `principal` is the
+    /// user-assigned identity some vault's customer-managed key is used through.
+    pub(crate) fn refuse_if_encryption_identity(&self, principal: &str) -> Result<()> {
+        for v in self.catalog.vaults(None)? {
+            let Some(s) = self.vault_cmk(&v.guid)? else {
+                continue;
+            };
+            if s.identity_type != USER {
+                continue;
+            }
+            let id = self.vault_identity(&v.guid)?;
+            if self.cmk_principal(&s, &id).is_ok_and(|p| p == principal) {
+                return Err(cmk(
+                    ErrorCode::CmkIdentityInUseForEncryption,
+                    format!(
+                        "backup vault '{}' (group '{}') uses this identity for its \
+                         customer-managed key: deleting it makes its backups, restores and \
+                         deletions fail. Change the vault's encryption identity first, or \
+                         pass --force",
+                        v.name, v.resource_group
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// `coffer activity-log list`: the activity log, newest first, optionally of one
     /// resource (and the resources below it).
     pub fn list_activity(&self, resource_id: Option<&str>) -> Result<Vec<Value>> {

@@ -117,12 +117,16 @@ impl Instance {
             .collect())
     }
 
-    /// `coffer identity delete` (its role assignments go with it).
-    pub fn delete_identity(&self, group: &str, name: &str) -> Result<Value> {
+    /// `coffer identity delete` (its role assignments go with it). Refused while a
+    /// backup vault's customer-managed key is used through it, unless `force`.
+    pub fn delete_identity(&self, group: &str, name: &str, force: bool) -> Result<Value> {
         let id = self.identity_id(group, name);
         let r = (|| {
             let p = self.find_identity(group, name)?;
             self.authorize_action(&id, &format!("{UAI_TYPE}/delete"))?;
+            if !force {
+                self.refuse_if_encryption_identity(&p.principal_id)?;
+            }
             self.catalog.delete_principal(&p.principal_id)?;
             Ok(json!({ "id": id, "status": "Deleted" }))
         })();
