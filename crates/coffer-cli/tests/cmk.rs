@@ -623,6 +623,48 @@ fn versionless_uri_autorotates_versioned_does_not_and_purge_shreds() {
     );
     assert_eq!(current("pinned"), kid2);
 
+    // A rotation policy makes a new version (background work, 31 days later); the
+    // next job of the versionless vault follows it.
+    let policy = r#"{"lifetimeActions":[{"trigger":{"timeAfterCreate":"P30D"},"action":{"type":"Rotate"}}],
+        "attributes":{"expiryTime":"P90D"}}"#;
+    let mut set_policy: Vec<&str> = "keyvault key rotation-policy update --vault-name kv-rot -n k"
+        .split_whitespace()
+        .collect();
+    set_policy.extend(["--value", policy]);
+    at_day(&c, 0, &set_policy).ok();
+    at_day(
+        &c,
+        31,
+        &[
+            "backup-instance",
+            "adhoc-backup",
+            "-v",
+            "auto",
+            "-n",
+            "docs",
+        ],
+    )
+    .ok();
+    let show_key = [
+        "keyvault",
+        "key",
+        "show",
+        "--vault-name",
+        "kv-rot",
+        "-n",
+        "k",
+    ];
+    let kid3 = at_day(&c, 31, &show_key).ok()["key"]["kid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_ne!(kid3, kid2);
+    let recs = stored_records(&c, &guid);
+    assert_eq!(recs.len(), 1, "{recs:?}");
+    assert_eq!(recs[0]["kek"]["keyId"], kid3.as_str());
+    restore_identical(&c, "auto", &rp_auto, &src, "auto-policy");
+    assert_eq!(current("pinned"), kid2, "a versioned URI does not follow");
+
     // Crypto-shredding: once the deleted key is purged (after its retention period),
     // the vault's data is unreadable for good.
     ok(&c, "keyvault key delete --vault-name kv-rot -n k");
