@@ -603,8 +603,21 @@ fn versionless_uri_autorotates_versioned_does_not_and_purge_shreds() {
         .unwrap()
         .to_owned();
     assert_ne!(kid2, kid);
-    // The next job (or show) rewraps with the new version; only that record remains.
+    // The next job (or show) rewraps with the new version, once even when several
+    // processes notice at the same time; only that record remains.
+    let racers: Vec<_> = (0..3)
+        .map(|_| {
+            c.command(&["-o", "json", "backup-vault", "show", "-v", "auto"])
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut r in racers {
+        assert!(r.wait().unwrap().success());
+    }
     c.backup("auto", "docs");
+    ok(&c, "backup-vault check -v auto");
     let recs = stored_records(&c, &guid);
     assert_eq!(recs.len(), 1, "{recs:?}");
     assert_eq!(recs[0]["kek"]["keyId"], kid2.as_str());

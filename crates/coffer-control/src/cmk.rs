@@ -783,7 +783,11 @@ impl Instance {
         o: VaultUpdateOptions,
     ) -> Result<crate::resources::BackupVaultResource> {
         let v = self.vault_row(rg, name)?;
-        let r = self.update_vault_inner(&v, &o);
+        // Key changes of one vault are serialised; the row is re-read under the lock.
+        let r = self.kek_lock(&v.guid).and_then(|_lock| {
+            let v = self.vault_row(rg, name)?;
+            self.update_vault_inner(&v, &o)
+        });
         self.audit_method(
             "Microsoft.DataProtection/backupVaults/write",
             "PATCH",
@@ -906,11 +910,46 @@ impl Instance {
         if bundle["key"]["kid"].as_str() == Some(rec.kek.key_id.as_str()) {
             return Ok(None);
         }
+        // Another process may be rotating the same vault: decide again under the lock.
+        let _lock = self.kek_lock(&v.guid)?;
+        let Some(v) = self.catalog.vault_by_guid(&v.guid)? else {
+            return Ok(None);
+        };
+        let v = &v;
+        let rec = WrappedKey::from_json(v.wrapped_key_json.as_bytes())?;
+        if bundle["key"]["kid"].as_str() == Some(rec.kek.key_id.as_str()) {
+            return Ok(Some(v.clone()));
+        }
         let k = self.validate_key(&s, &principal)?;
         let dek = self.unwrap_dek(v)?;
         let new = self.cmk_seal(&v.guid, &s, &k, &dek)?;
         self.switch_kek(v, &s, &new)?;
         Ok(self.catalog.vault_by_guid(&v.guid)?)
+    }
+
+    /// Takes the exclusive lock that serialises key changes of vault `guid`
+    /// (`HOME/locks/{guid}.kek.lock`; released when the returned file is dropped).
+    fn kek_lock(&self, guid: &str) -> Result<std::fs::File> {
+        let path = self.home.join("locks").join(format!("{guid}.kek.lock"));
+        let io = |e: std::io::Error| {
+            crate::error::io_error(
+                ErrorCode::StorageError,
+                &format!("cannot lock {}", path.display()),
+                &e,
+            )
+        };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io)?;
+        f.lock().map_err(io)?;
+        Ok(f)
     }
 
     /// The vault `name` of group `rg`, after autorotating its key if a new version

@@ -438,6 +438,7 @@ impl Instance {
             remove_tree(&doomed)?;
         }
         let _ = fs::remove_file(self.lock_path(&v.guid));
+        let _ = fs::remove_file(self.home.join("locks").join(format!("{}.kek.lock", v.guid)));
         Ok(DeleteResult {
             job_id: None,
             id: self.vault_id(v),
