@@ -474,6 +474,7 @@ impl From<StoreError> for Error {
                 ErrorCode::DataCorrupted,
                 format!("vault storage is missing data: {e}"),
             ),
+            StoreError::Corrupt { .. } => Error::new(ErrorCode::DataCorrupted, e.to_string()),
             other => Error::new(ErrorCode::StorageError, other.to_string()),
         }
     }

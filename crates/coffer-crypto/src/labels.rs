@@ -15,3 +15,6 @@ pub const PMK_WRAP: &[u8] = b"coffer/v1/pmk-wrap";
 /// Sealing of instance secrets (the platform key, software key-vault keys) under the
 /// instance master key.
 pub const MASTER_SEAL: &[u8] = b"coffer/v1/master-seal";
+/// Per-object keys of the infrastructure-encryption layer (a second, independent AES-256
+/// layer over every stored object); the HKDF salt is the object's random 128-bit salt.
+pub const INFRA: &[u8] = b"coffer/v1/infra";

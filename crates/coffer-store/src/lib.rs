@@ -7,8 +7,10 @@
 //! fsynced writes; S3 or Azure Blob (through `object_store`) fit the same trait.
 
 mod local;
+mod sealed;
 
 pub use local::{CRASH_AFTER_WRITES_ENV, LocalStore};
+pub use sealed::SealedStore;
 
 use std::fmt;
 
@@ -89,6 +91,14 @@ pub enum StoreError {
         len: u64,
         /// Actual size.
         size: u64,
+    },
+    /// An object of an encrypted layer failed authentication or is malformed.
+    #[error("object {key} is damaged: {reason}")]
+    Corrupt {
+        /// Object key.
+        key: ObjectKey,
+        /// What is wrong.
+        reason: &'static str,
     },
     /// The underlying storage failed.
     #[error("storage I/O error on {what}: {source}")]
