@@ -884,3 +884,59 @@ fn a_pmk_vault_moves_to_another_group_and_a_cmk_vault_does_not() {
     );
     assert_eq!(ok(&c, "backup-vault show -v cmk"), shown);
 }
+
+#[test]
+fn infrastructure_encryption_adds_an_independent_layer_over_every_object() {
+    let c = Coffer::new();
+    let (uai, _, kid) = identity_with_key(&c, "kvinfra", "");
+    let v = create_cmk(
+        &c,
+        "vinfra",
+        &uai,
+        &kid,
+        "--cmk-infrastructure-encryption Enabled",
+    )
+    .ok()
+    .clone();
+    assert_eq!(enc(&v)["infrastructureEncryption"], "Enabled");
+    let guid = v["properties"]["vaultId"].as_str().unwrap().to_owned();
+    let src = source(&c);
+    c.dir_instance("vinfra", "docs", &src);
+    let rp = rp_id(&c.backup("vinfra", "docs"));
+    restore_identical(&c, "vinfra", &rp, &src, "infra");
+    ok(&c, "backup-vault check -v vinfra --read-data");
+
+    // Every stored object carries the outer layer: none shows Coffer's own object
+    // header, and the key that opens the layer exists (sealed) only for this vault.
+    let storage = c.home.join("storage").join(&guid);
+    let mut stack = vec![storage.clone()];
+    let mut objects = 0;
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                if !p.ends_with("tmp") {
+                    stack.push(p);
+                }
+            } else {
+                let bytes = fs::read(&p).unwrap();
+                assert_eq!(&bytes[..4], b"CFIE", "{}", p.display());
+                objects += 1;
+            }
+        }
+    }
+    assert!(objects >= 5, "{objects} objects");
+    let sealed = c.home.join("infra-keys").join(format!("{guid}.sealed"));
+    assert!(sealed.is_file());
+
+    // Without the infrastructure key the vault cannot be opened at all.
+    let saved = fs::read(&sealed).unwrap();
+    fs::remove_file(&sealed).unwrap();
+    assert_eq!(
+        c.restore("vinfra", "docs", &rp, &c.path("no-infra-key"))
+            .code(),
+        "EncryptionKeyUnavailable"
+    );
+    fs::write(&sealed, saved).unwrap();
+    restore_identical(&c, "vinfra", &rp, &src, "infra-again");
+}

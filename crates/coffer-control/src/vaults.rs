@@ -9,9 +9,9 @@ use std::{
 };
 
 use coffer_catalog::{InstanceItemRow, VaultRow};
-use coffer_crypto::{DataKey, WrappedKey};
+use coffer_crypto::{DataKey, SecretKey, WrappedKey};
 use coffer_engine::{RepoParams, Repository};
-use coffer_store::LocalStore;
+use coffer_store::{LocalStore, ObjectStore, SealedStore};
 
 use crate::{
     DEFAULT_LOCATION, Error, ErrorCode, Instance, Result,
@@ -169,7 +169,66 @@ impl Instance {
         Ok(Repository::open(store, self.lock_path(&v.guid), dek)?)
     }
 
-    pub(crate) fn open_store(&self, v: &VaultRow) -> Result<Arc<LocalStore>> {
+    /// Where a vault's infrastructure-encryption key lives, sealed under the master key.
+    fn infra_key_path(&self, guid: &str) -> PathBuf {
+        self.home()
+            .join("infra-keys")
+            .join(format!("{guid}.sealed"))
+    }
+
+    /// Creates a vault's infrastructure-encryption key: 32 random bytes, independent of
+    /// the DEK, sealed under the instance master key in `HOME/infra-keys/{guid}.sealed`
+    /// (written atomically, mode 0600).
+    fn create_infra_key(&self, guid: &str) -> Result<SecretKey> {
+        let key = SecretKey::generate()?;
+        let sealed = coffer_crypto::wrap::seal_with_master(
+            &self.master,
+            &format!("infra-key:{guid}"),
+            key.expose(),
+        )?;
+        let dir = self.home().join("infra-keys");
+        let store = LocalStore::open(&dir)?;
+        let name = coffer_store::ObjectKey::new(format!("{guid}.sealed"))?;
+        store.put(&name, &sealed)?;
+        Ok(key)
+    }
+
+    /// The infrastructure-encryption key of a vault created with it.
+    fn infra_key(&self, v: &VaultRow) -> Result<SecretKey> {
+        let sealed = fs::read(self.infra_key_path(&v.guid)).map_err(|e| {
+            Error::new(
+                ErrorCode::EncryptionKeyUnavailable,
+                format!(
+                    "the infrastructure-encryption key of backup vault '{}' cannot be read: {e}",
+                    v.name
+                ),
+            )
+        })?;
+        let plain = coffer_crypto::wrap::open_with_master(
+            &self.master,
+            &format!("infra-key:{}", v.guid),
+            &sealed,
+        )?;
+        Ok(SecretKey::from_slice(plain.expose())?)
+    }
+
+    /// A vault's storage: its directory, under the infrastructure-encryption layer when
+    /// the vault was created with it.
+    pub(crate) fn open_store(&self, v: &VaultRow) -> Result<Arc<dyn ObjectStore>> {
+        let local = self.open_local_store(v)?;
+        let infra = self
+            .vault_cmk(&v.guid)
+            .ok()
+            .flatten()
+            .is_some_and(|c| c.infrastructure_encryption);
+        if infra {
+            Ok(Arc::new(SealedStore::new(local, self.infra_key(v)?)))
+        } else {
+            Ok(local)
+        }
+    }
+
+    fn open_local_store(&self, v: &VaultRow) -> Result<Arc<LocalStore>> {
         let path = self.storage_path(&v.guid);
         if !path.is_dir() {
             return Err(Error::new(
@@ -252,8 +311,14 @@ impl Instance {
             tags_json: tags_json(&opts.tags),
         };
         let path = self.storage_path(&guid);
+        let infra = cmk.as_ref().is_some_and(|c| c.0.infrastructure_encryption);
         let made = (|| {
-            let store = Arc::new(LocalStore::open(&path)?);
+            let local = Arc::new(LocalStore::open(&path)?);
+            let store: Arc<dyn ObjectStore> = if infra {
+                Arc::new(SealedStore::new(local, self.create_infra_key(&guid)?))
+            } else {
+                local
+            };
             Repository::create(
                 store,
                 self.lock_path(&guid),
@@ -272,6 +337,7 @@ impl Instance {
         })();
         if let Err(e) = made {
             let _ = fs::remove_dir_all(&path);
+            let _ = fs::remove_file(self.infra_key_path(&guid));
             let _ = fs::remove_file(self.lock_path(&guid));
             return Err(e);
         }
@@ -433,6 +499,8 @@ impl Instance {
             }
             return Err(e.into());
         }
+        // The data is gone with its catalog entry: its infrastructure key goes too.
+        let _ = fs::remove_file(self.infra_key_path(&v.guid));
         let _ = self.delete_system_identity(&self.vault_id(v));
         if moved {
             remove_tree(&doomed)?;
