@@ -112,6 +112,24 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// `Ok` when `offset..offset + len` lies inside an object of `size` bytes.
+    pub(crate) fn check_range(
+        key: &ObjectKey,
+        offset: u64,
+        len: u64,
+        size: u64,
+    ) -> Result<(), Self> {
+        if offset.checked_add(len).is_none_or(|end| end > size) {
+            return Err(Self::Range {
+                key: key.clone(),
+                offset,
+                len,
+                size,
+            });
+        }
+        Ok(())
+    }
+
     pub(crate) fn io(what: impl Into<String>, source: std::io::Error) -> Self {
         Self::Io {
             what: what.into(),

@@ -147,14 +147,7 @@ impl ObjectStore for LocalStore {
             .metadata()
             .map_err(|e| StoreError::io(key.to_string(), e))?
             .len();
-        if offset.checked_add(len).is_none_or(|end| end > size) {
-            return Err(StoreError::Range {
-                key: key.clone(),
-                offset,
-                len,
-                size,
-            });
-        }
+        StoreError::check_range(key, offset, len, size)?;
         let mut buf = vec![0u8; usize::try_from(len).expect("range fits in memory")];
         f.seek(SeekFrom::Start(offset))
             .and_then(|_| f.read_exact(&mut buf))

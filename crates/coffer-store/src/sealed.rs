@@ -149,14 +149,7 @@ impl ObjectStore for SealedStore {
         let size = self
             .size(key)?
             .ok_or_else(|| StoreError::NotFound(key.clone()))?;
-        if offset.checked_add(len).is_none_or(|end| end > size) {
-            return Err(StoreError::Range {
-                key: key.clone(),
-                offset,
-                len,
-                size,
-            });
-        }
+        StoreError::check_range(key, offset, len, size)?;
         if len == 0 {
             return Ok(Vec::new());
         }
