@@ -315,6 +315,17 @@ fn one_flipped_byte_in_any_object_is_reported_and_contained() {
         .ok();
 }
 
+/// Vault "v1" with Directory instance "bi" over `src` and the four recovery points of
+/// [`history`].
+fn vault_with_history(c: &Coffer) -> (PathBuf, Vec<(String, Snapshot)>) {
+    let src = c.path("src");
+    fs::create_dir_all(&src).unwrap();
+    c.vault("v1");
+    c.dir_instance("v1", "bi", &src);
+    let rps = history(c, &src);
+    (src, rps)
+}
+
 /// Four recovery points of a changing tree, with the expected content of each.
 fn history(c: &Coffer, src: &Path) -> Vec<(String, Snapshot)> {
     fs::create_dir_all(src).unwrap();
@@ -382,11 +393,7 @@ fn listed(c: &Coffer) -> HashSet<String> {
 #[test]
 fn crash_after_every_storage_write_of_a_backup_and_a_deletion() {
     let c = Coffer::new();
-    let src = c.path("src");
-    fs::create_dir_all(&src).unwrap();
-    c.vault("v1");
-    c.dir_instance("v1", "bi", &src);
-    let rps = history(&c, &src);
+    let (src, rps) = vault_with_history(&c);
 
     // Backup: abort after the 1st, 2nd, ... storage write until one completes.
     for round in 0..3u64 {
@@ -457,11 +464,7 @@ fn crash_after_every_storage_write_of_a_backup_and_a_deletion() {
 #[test]
 fn sigkill_at_random_moments_during_backups_and_deletions() {
     let c = Coffer::new();
-    let src = c.path("src");
-    fs::create_dir_all(&src).unwrap();
-    c.vault("v1");
-    c.dir_instance("v1", "bi", &src);
-    let rps = history(&c, &src);
+    let (src, rps) = vault_with_history(&c);
     for i in 0..24u64 {
         fs::write(src.join(format!("k{i}")), pseudo_random(2 * MIB, 5000 + i)).unwrap();
     }
