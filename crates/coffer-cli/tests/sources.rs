@@ -285,3 +285,20 @@ fn deleting_a_recovery_point_during_a_backup_loses_nothing() {
     c.restore("v1", "bi", &rp_id(&second), &target).ok();
     assert!(snapshot(&target) == expected);
 }
+
+#[test]
+fn without_a_terminal_a_backup_prints_only_its_result() {
+    let c = Coffer::new();
+    let src = c.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("f"), pseudo_random(3 * MIB as usize, 1)).unwrap();
+    c.vault("v1");
+    c.dir_instance("v1", "bi", &src);
+    let out = c.run(&["backup-instance", "adhoc-backup", "-v", "v1", "-n", "bi"]);
+    let res = out.ok();
+    // No progress bar, no log lines: stderr is empty and stdout is one JSON document
+    // naming the job and the recovery point.
+    assert_eq!(out.stderr, "", "stderr without a terminal");
+    assert!(res["jobId"].is_string(), "{res}");
+    assert_eq!(rp_id(res).len(), 32);
+}
