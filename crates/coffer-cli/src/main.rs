@@ -29,6 +29,9 @@ use crate::{
 };
 
 fn main() -> ExitCode {
+    // Test builds only: fail points named in `FAILPOINTS` (e.g. `cmk-after-storage-write=return`).
+    #[cfg(feature = "failpoints")]
+    let _failpoints = fail::FailScenario::setup();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return args::usage_error(e),

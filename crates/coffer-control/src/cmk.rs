@@ -33,10 +33,6 @@ pub(crate) const CMK_ALGORITHM: &str = "RSA-OAEP-256";
 const SYSTEM: &str = "SystemAssigned";
 const USER: &str = "UserAssigned";
 const INCONSISTENT: &str = "Inconsistent";
-/// Test hook: when set to a failpoint's name, that step of a key change fails as an
-/// internal error would (`cmk-after-mark-inconsistent`, `cmk-after-storage-write`,
-/// `cmk-after-catalog-switch`).
-pub(crate) const FAILPOINT_ENV: &str = "COFFER_TEST_FAILPOINT";
 const UAI_PROVIDER: &str = "/providers/Microsoft.ManagedIdentity/userAssignedIdentities/";
 
 /// Identity options of `backup-vault create` / `update`.
@@ -1062,12 +1058,14 @@ impl Instance {
     }
 }
 
+/// A step of a key change where tests can stop it as an internal error would: the
+/// `fail` crate's fail point `name`, compiled in only with the `failpoints` feature
+/// and armed by `FAILPOINTS=name=return` (`cmk-after-mark-inconsistent`,
+/// `cmk-after-storage-write`, `cmk-after-catalog-switch`).
 fn failpoint(name: &str) -> Result<()> {
-    if std::env::var(FAILPOINT_ENV).is_ok_and(|f| f == name) {
-        return Err(Error::internal(format!(
-            "stopped at failpoint {name} ({FAILPOINT_ENV})"
-        )));
-    }
+    fail::fail_point!(name, |_| Err(Error::internal(format!(
+        "stopped at fail point {name}"
+    ))));
     Ok(())
 }
 
