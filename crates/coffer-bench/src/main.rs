@@ -5,8 +5,14 @@
 //!   of chunking, keyed hashing, compression and AES-256-GCM over all cores: the
 //!   ceiling for Coffer's backup throughput on this machine.
 //! * `index-memory N`: resident bytes per chunk of an index of N chunks.
+//! * `keyvault-ops`: wrapKey / unwrapKey per second (and p50/p99 latency) through
+//!   Coffer's key vault, authorised and audited as a CMK backup vault calls it, next
+//!   to raw aws-lc-rs RSA-OAEP-256, on one thread and on all cores
+//!   ([`keyvault_ops`]; the table goes to stderr).
 //!
 //! Output is one JSON object on stdout.
+
+mod keyvault_ops;
 
 use std::{
     fs,
@@ -45,6 +51,22 @@ enum Cmd {
         /// Number of synthetic chunks.
         chunks: usize,
     },
+    /// Key vault wrapKey/unwrapKey through Coffer next to raw aws-lc-rs RSA-OAEP-256.
+    KeyvaultOps {
+        /// RSA sizes (comma-separated).
+        #[arg(long, value_delimiter = ',', default_value = "2048,3072,4096")]
+        sizes: Vec<u32>,
+        /// Seconds per measurement.
+        #[arg(long, default_value_t = 2.0)]
+        secs: f64,
+        /// Threads of the all-cores measurements (default: available parallelism).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Directory for the temporary Coffer home (default: /var/tmp, a disk, so the
+        /// catalog's fsyncs cost what they cost in a real home).
+        #[arg(long, default_value = "/var/tmp")]
+        dir: PathBuf,
+    },
 }
 
 fn files(path: &Path, out: &mut Vec<PathBuf>) {
@@ -73,6 +95,10 @@ fn rss_bytes() -> u64 {
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         })
         .map_or(0, |kb| kb * 1024)
+}
+
+fn cores() -> usize {
+    thread::available_parallelism().map_or(2, |n| n.get())
 }
 
 fn gbps(bytes: u64, secs: f64) -> f64 {
@@ -106,7 +132,7 @@ fn hwlimit(path: &Path, threads: Option<usize>, max_bytes: u64) -> serde_json::V
         }
     }
     let read_s = t.elapsed().as_secs_f64();
-    let threads = threads.unwrap_or_else(|| thread::available_parallelism().map_or(2, |n| n.get()));
+    let threads = threads.unwrap_or_else(cores);
     let p = primitives::Primitives::new(RepoParams::default());
     let one = |name: &str, f: &dyn Fn(&[u8])| {
         let t = Instant::now();
@@ -179,6 +205,22 @@ fn main() {
             max_bytes,
         } => hwlimit(&path, threads, max_bytes),
         Cmd::IndexMemory { chunks } => index_memory(chunks),
+        Cmd::KeyvaultOps {
+            sizes,
+            secs,
+            threads,
+            dir,
+        } => {
+            let o = keyvault_ops::Options {
+                sizes,
+                secs,
+                threads: threads.unwrap_or_else(cores),
+                dir,
+            };
+            let doc = keyvault_ops::run(&o);
+            eprint!("{}", keyvault_ops::table(&doc));
+            doc
+        }
     };
     println!("{}", serde_json::to_string_pretty(&out).expect("json"));
 }

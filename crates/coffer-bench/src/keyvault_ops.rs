@@ -1,0 +1,384 @@
+//! `keyvault-ops`: wrapKey / unwrapKey operations per second through Coffer's key vault,
+//! next to the raw aws-lc-rs RSA-OAEP-256 operations, measured in the same run.
+//!
+//! The Coffer path is the one a backup vault with a customer-managed key takes
+//! (`CmkWrapper` in `coffer-control/src/cmk.rs`): `Instance::key_vault_client()`
+//! `.wrap_key` / `.unwrap_key` as the vault's user-assigned identity, which authorises
+//! the call (RBAC: "Key Vault Crypto Service Encryption User" on the key vault), checks
+//! the key's state, opens the sealed key version, runs the RSA operation and writes the
+//! audit record; the unwrapped bytes become a `DataKey` as the wrapper makes them.
+//! Each thread opens its own `Instance` on the shared home, as concurrent `coffer`
+//! processes (or the workers of a future server) would.
+//!
+//! The raw path is aws-lc-rs alone with an already-parsed key: OAEP-SHA256 public
+//! encryption of a 32-byte DEK, and private decryption of its ciphertext.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::Barrier,
+    thread,
+    time::{Duration, Instant},
+};
+
+use aws_lc_rs::rsa::{
+    KeySize, OAEP_SHA256_MGF1SHA256, OaepPrivateDecryptingKey, OaepPublicEncryptingKey,
+    PrivateDecryptingKey,
+};
+use coffer_control::{Instance, KeyCreateOptions, KeyVaultOptions};
+use coffer_crypto::{DataKey, SecretKey};
+use serde_json::{Value, json};
+
+const KEY_VAULT: &str = "benchkv";
+const IDENTITY: &str = "bench-vault-identity";
+const ROLE: &str = "Key Vault Crypto Service Encryption User";
+const ALG: &str = "RSA-OAEP-256";
+/// A DEK-sized value (the wrapped payload of every backup vault).
+const DEK: [u8; 32] = [0x5a; 32];
+/// Untimed operations each thread runs before a measurement starts.
+const WARM_UP: usize = 3;
+
+/// Options of the subcommand.
+pub(crate) struct Options {
+    /// RSA sizes to measure.
+    pub(crate) sizes: Vec<u32>,
+    /// Seconds per measurement (each op, path and thread count).
+    pub(crate) secs: f64,
+    /// Threads of the "all cores" measurements.
+    pub(crate) threads: usize,
+    /// Directory in which the temporary Coffer home is created.
+    pub(crate) dir: PathBuf,
+}
+
+/// Latency and throughput of one measurement.
+struct Stats {
+    ops: usize,
+    wall_s: f64,
+    lat_ns: Vec<u64>,
+}
+
+impl Stats {
+    fn json(&self, path: &str, op: &str, bits: u32, threads: usize) -> Value {
+        let pct = |p: f64| {
+            let i = ((self.lat_ns.len() as f64 - 1.0) * p).round() as usize;
+            self.lat_ns.get(i).map_or(0.0, |&ns| ns as f64 / 1e3)
+        };
+        json!({
+            "bits": bits,
+            "path": path,
+            "op": op,
+            "threads": threads,
+            "ops": self.ops,
+            "wall_s": self.wall_s,
+            "ops_per_s": self.ops as f64 / self.wall_s,
+            "p50_us": pct(0.50),
+            "p99_us": pct(0.99),
+        })
+    }
+}
+
+/// Runs `op` on `threads` threads for `secs` seconds. Each thread builds its state
+/// with `setup` and warms up (untimed) before all start together; `ops_per_s` is the
+/// total count over the wall time of the slowest thread.
+fn measure<S>(
+    threads: usize,
+    secs: f64,
+    setup: impl Fn() -> S + Sync,
+    op: impl Fn(&mut S) + Sync,
+) -> Stats {
+    let barrier = Barrier::new(threads);
+    let per_thread: Vec<(Vec<u64>, f64)> = thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut state = setup();
+                    for _ in 0..WARM_UP {
+                        op(&mut state);
+                    }
+                    barrier.wait();
+                    let start = Instant::now();
+                    let end = start + Duration::from_secs_f64(secs);
+                    let mut lat = Vec::with_capacity(4096);
+                    loop {
+                        let t = Instant::now();
+                        if t >= end {
+                            break;
+                        }
+                        op(&mut state);
+                        lat.push(t.elapsed().as_nanos() as u64);
+                    }
+                    (lat, start.elapsed().as_secs_f64())
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("bench thread"))
+            .collect()
+    });
+    let wall_s = per_thread.iter().map(|(_, w)| *w).fold(0.0, f64::max);
+    let mut lat_ns: Vec<u64> = per_thread.into_iter().flat_map(|(l, _)| l).collect();
+    lat_ns.sort_unstable();
+    Stats {
+        ops: lat_ns.len(),
+        wall_s,
+        lat_ns,
+    }
+}
+
+fn must<T, E: std::fmt::Display>(what: &str, r: Result<T, E>) -> T {
+    r.unwrap_or_else(|e| panic!("{what}: {e}"))
+}
+
+/// The key vault set-up a CMK backup vault uses: an RBAC key vault with soft delete and
+/// purge protection, one RSA key per size, a user-assigned identity holding the Crypto
+/// Service Encryption User role on the key vault. Returns (principal id, versionless
+/// kid and versioned kid per size).
+fn set_up(home: &Path, sizes: &[u32]) -> (String, Vec<(u32, String, String)>) {
+    let inst = must("open the instance", Instance::open(home.to_owned(), None));
+    let group = coffer_control::DEFAULT_RESOURCE_GROUP;
+    let ident = must("create the identity", inst.create_identity(group, IDENTITY));
+    let principal = ident["principalId"]
+        .as_str()
+        .expect("principalId")
+        .to_owned();
+    let kv = must(
+        "create the key vault",
+        inst.create_key_vault(
+            group,
+            KEY_VAULT,
+            KeyVaultOptions {
+                enable_purge_protection: Some(true),
+                enable_rbac_authorization: Some(true),
+                ..KeyVaultOptions::default()
+            },
+        ),
+    );
+    let scope = kv["id"].as_str().expect("key vault id");
+    must(
+        "grant the role",
+        inst.create_role_assignment(ROLE, &principal, scope),
+    );
+    let keys = sizes
+        .iter()
+        .map(|&bits| {
+            let k = must(
+                "create the key",
+                inst.create_key(
+                    KEY_VAULT,
+                    &format!("rsa{bits}"),
+                    KeyCreateOptions {
+                        kty: "RSA".into(),
+                        size: Some(bits),
+                        ..KeyCreateOptions::default()
+                    },
+                ),
+            );
+            let kid = k["key"]["kid"].as_str().expect("kid").to_owned();
+            let versionless = kid.rsplit_once('/').expect("versioned kid").0.to_owned();
+            (bits, versionless, kid)
+        })
+        .collect();
+    (principal, keys)
+}
+
+fn key_size(bits: u32) -> KeySize {
+    match bits {
+        2048 => KeySize::Rsa2048,
+        3072 => KeySize::Rsa3072,
+        4096 => KeySize::Rsa4096,
+        _ => panic!("unsupported RSA size {bits}: use 2048, 3072 or 4096"),
+    }
+}
+
+/// Runs the whole measurement; returns the JSON document.
+pub(crate) fn run(o: &Options) -> Value {
+    let tmp = must(
+        "create the temporary home",
+        tempfile::Builder::new()
+            .prefix("coffer-bench-kv-")
+            .tempdir_in(&o.dir),
+    );
+    let home = tmp.path().join("home");
+    let (principal, keys) = set_up(&home, &o.sizes);
+    let counts = if o.threads > 1 {
+        vec![1, o.threads]
+    } else {
+        vec![1]
+    };
+    let mut results = Vec::new();
+    let mut summary = Vec::new();
+    // Coffer operations run (set-up, warm-up, timed): each must leave one audit record.
+    let mut coffer_ops = 0;
+    for (bits, versionless, kid) in &keys {
+        let bits = *bits;
+        eprintln!("  RSA-{bits}");
+        // The ciphertext every unwrap opens: a DEK wrapped through the key vault.
+        let wrapped = {
+            let inst = must("open", Instance::open(home.clone(), None));
+            let r = must(
+                "wrapKey",
+                inst.key_vault_client()
+                    .wrap_key(&principal, versionless, ALG, &DEK),
+            );
+            assert_eq!(&r.kid, kid, "wrap used the current version");
+            coffer_ops += 1;
+            r.value
+        };
+        let open = || must("open", Instance::open(home.clone(), None));
+        let raw_key = must(
+            "generate",
+            PrivateDecryptingKey::generate(key_size(bits)).map_err(|_| "RSA generation failed"),
+        );
+        let raw_pub = must(
+            "public key",
+            OaepPublicEncryptingKey::new(raw_key.public_key()).map_err(|_| "unusable key"),
+        );
+        let raw_dec = must(
+            "private key",
+            OaepPrivateDecryptingKey::new(raw_key).map_err(|_| "unusable key"),
+        );
+        let mut raw_ct = vec![0u8; raw_pub.ciphertext_size()];
+        let n = must(
+            "encrypt",
+            raw_pub
+                .encrypt(&OAEP_SHA256_MGF1SHA256, &DEK, &mut raw_ct, None)
+                .map_err(|_| "RSA-OAEP encryption failed"),
+        )
+        .len();
+        raw_ct.truncate(n);
+
+        let mut fraction = serde_json::Map::new();
+        for &t in &counts {
+            let coffer_wrap = measure(t, o.secs, open, |inst| {
+                let r = inst
+                    .key_vault_client()
+                    .wrap_key(&principal, versionless, ALG, &DEK)
+                    .expect("wrapKey through the key vault");
+                assert!(!r.value.is_empty());
+            });
+            let coffer_unwrap = measure(t, o.secs, open, |inst| {
+                let r = inst
+                    .key_vault_client()
+                    .unwrap_key(&principal, kid, ALG, &wrapped)
+                    .expect("unwrapKey through the key vault");
+                let dek = DataKey::from_secret(
+                    SecretKey::from_slice(r.value.expose()).expect("a 32-byte DEK"),
+                );
+                drop(dek);
+            });
+            let raw_encrypt = measure(
+                t,
+                o.secs,
+                || vec![0u8; raw_pub.ciphertext_size()],
+                |out| {
+                    raw_pub
+                        .encrypt(&OAEP_SHA256_MGF1SHA256, &DEK, out, None)
+                        .expect("raw encrypt");
+                },
+            );
+            let raw_decrypt = measure(
+                t,
+                o.secs,
+                || zeroize::Zeroizing::new(vec![0u8; raw_dec.min_output_size()]),
+                |out| {
+                    raw_dec
+                        .decrypt(&OAEP_SHA256_MGF1SHA256, &raw_ct, out, None)
+                        .expect("raw decrypt");
+                },
+            );
+            coffer_ops += coffer_wrap.ops + coffer_unwrap.ops + 2 * WARM_UP * t;
+            let rate = |s: &Stats| s.ops as f64 / s.wall_s;
+            fraction.insert(
+                format!("threads_{t}"),
+                json!({
+                    "wrap": rate(&coffer_wrap) / rate(&raw_encrypt),
+                    "unwrap": rate(&coffer_unwrap) / rate(&raw_decrypt),
+                }),
+            );
+            results.push(coffer_wrap.json("coffer", "wrapKey", bits, t));
+            results.push(raw_encrypt.json("raw", "public-encrypt", bits, t));
+            results.push(coffer_unwrap.json("coffer", "unwrapKey", bits, t));
+            results.push(raw_decrypt.json("raw", "private-decrypt", bits, t));
+        }
+        summary.push(json!({ "bits": bits, "coffer_over_raw": fraction }));
+    }
+    // The identity's successful wrapKey/unwrapKey records in the key vault's audit log.
+    let audit_records = must(
+        "audit",
+        Instance::open(home.clone(), None).and_then(|i| i.key_vault_audit(KEY_VAULT)),
+    )
+    .iter()
+    .filter(|a| {
+        a["callerPrincipalId"] == principal.as_str()
+            && a["result"] == "Succeeded"
+            && matches!(a["operationName"].as_str(), Some("wrapKey" | "unwrapKey"))
+    })
+    .count();
+    json!({
+        "algorithm": ALG,
+        "secs_per_measurement": o.secs,
+        "threads_all_cores": o.threads,
+        "permission_model": "rbac",
+        "home": o.dir.display().to_string(),
+        "coffer_ops": coffer_ops,
+        "audit_records": audit_records,
+        "results": results,
+        "summary": summary,
+    })
+}
+
+/// The human-readable table of [`run`]'s document (on stderr; stdout carries the JSON).
+pub(crate) fn table(doc: &Value) -> String {
+    let mut s = format!(
+        "{:>6} {:>8} {:<16} {:>7} {:>10} {:>9} {:>9}\n",
+        "bits", "path", "op", "threads", "ops/s", "p50 us", "p99 us"
+    );
+    for r in doc["results"].as_array().into_iter().flatten() {
+        s += &format!(
+            "{:>6} {:>8} {:<16} {:>7} {:>10.0} {:>9.0} {:>9.0}\n",
+            r["bits"],
+            r["path"].as_str().unwrap_or(""),
+            r["op"].as_str().unwrap_or(""),
+            r["threads"],
+            r["ops_per_s"].as_f64().unwrap_or(0.0),
+            r["p50_us"].as_f64().unwrap_or(0.0),
+            r["p99_us"].as_f64().unwrap_or(0.0),
+        );
+    }
+    for x in doc["summary"].as_array().into_iter().flatten() {
+        for (k, v) in x["coffer_over_raw"].as_object().into_iter().flatten() {
+            s += &format!(
+                "RSA-{} {k}: coffer/raw wrap {:.0}%, unwrap {:.0}%\n",
+                x["bits"],
+                100.0 * v["wrap"].as_f64().unwrap_or(0.0),
+                100.0 * v["unwrap"].as_f64().unwrap_or(0.0),
+            );
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The measurement runs end to end and every Coffer operation it made is in the key
+    /// vault's audit log (a functional check: no timing is asserted).
+    #[test]
+    fn every_coffer_operation_is_audited() {
+        let dir = tempfile::tempdir().unwrap();
+        let doc = run(&Options {
+            sizes: vec![2048],
+            secs: 0.05,
+            threads: 2,
+            dir: dir.path().to_owned(),
+        });
+        assert_eq!(doc["audit_records"], doc["coffer_ops"]);
+        let results = doc["results"].as_array().unwrap();
+        assert_eq!(results.len(), 8, "4 operations x 1 and 2 threads");
+        for r in results {
+            assert!(r["ops"].as_u64().unwrap() > 0, "{r}");
+        }
+        assert!(table(&doc).contains("unwrapKey"));
+    }
+}
