@@ -5,7 +5,7 @@
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
 
-pub(crate) const MIGRATIONS: [&str; 4] = [V1, V2, V3, V4];
+pub(crate) const MIGRATIONS: [&str; 5] = [V1, V2, V3, V4, V5];
 
 const V1: &str = r#"
 CREATE TABLE instance (
@@ -226,4 +226,13 @@ CREATE TABLE vault_settings (
 const V4: &str = r#"
 ALTER TABLE activity_log ADD COLUMN http_method TEXT;
 ALTER TABLE activity_log ADD COLUMN correlation_id TEXT;
+"#;
+
+/// Part 3: instance-wide settings (`coffer config`) and the state of Coffer's
+/// background work (event cursors, last scheduled checks), as name/value pairs.
+const V5: &str = r#"
+CREATE TABLE settings (
+    name  TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 "#;

@@ -1,5 +1,6 @@
-//! Catalog table of part 3: a backup vault's managed identities and its
-//! customer-managed-key settings (`vault_settings`, one row per vault that has any).
+//! Catalog tables of part 3: a backup vault's managed identities and its
+//! customer-managed-key settings (`vault_settings`, one row per vault that has any),
+//! and instance-wide name/value settings (`settings`).
 
 use rusqlite::{OptionalExtension, params};
 
@@ -105,5 +106,33 @@ impl Catalog {
         )?;
         tx.commit()?;
         Ok(())
+    }
+
+    /// The value of instance setting `name`, if set.
+    pub fn setting(&self, name: &str) -> Result<Option<String>> {
+        Ok(self
+            .conn
+            .query_row("SELECT value FROM settings WHERE name = ?1", [name], |r| {
+                r.get(0)
+            })
+            .optional()?)
+    }
+
+    /// Sets instance setting `name`.
+    pub fn set_setting(&self, name: &str, value: &str) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO settings (name, value) VALUES (?1, ?2) \
+             ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            params![name, value],
+        )?;
+        Ok(())
+    }
+
+    /// Removes instance setting `name` (back to its default); false if it was not set.
+    pub fn unset_setting(&self, name: &str) -> Result<bool> {
+        Ok(self
+            .conn
+            .execute("DELETE FROM settings WHERE name = ?1", [name])?
+            > 0)
     }
 }

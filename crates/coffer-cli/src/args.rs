@@ -91,6 +91,27 @@ pub(crate) enum Command {
     /// The activity log: every write to a resource (who, what, when, outcome).
     #[command(subcommand)]
     ActivityLog(ActivityCmd),
+    /// Instance-wide settings (DEK cache bound, autorotation check interval).
+    #[command(subcommand)]
+    Config(ConfigCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ConfigCmd {
+    /// List the settings with their values and defaults.
+    List,
+    /// Set a setting (administrator only).
+    Set {
+        /// Setting name (see `coffer config list`).
+        name: String,
+        /// New value.
+        value: String,
+    },
+    /// Return a setting to its default (administrator only).
+    Unset {
+        /// Setting name.
+        name: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -92,8 +92,8 @@ fn run(cli: Cli, p: &Printer) -> Result<()> {
     if let Some(principal) = cli.as_principal.as_deref().filter(|s| !s.is_empty()) {
         inst.act_as(principal)?;
     }
-    // Coffer's background work: scheduled purges and key rotation policies.
-    inst.run_key_vault_background()?;
+    // Coffer's background work: scheduled purges, key rotation policies, autorotation.
+    inst.run_background()?;
     match cli.command {
         Command::Identity(cmd) => kvcmd::identity(&inst, cmd, p)?,
         Command::Role(cmd) => kvcmd::role(&inst, cmd, p)?,
@@ -101,6 +101,11 @@ fn run(cli: Cli, p: &Printer) -> Result<()> {
         Command::ActivityLog(args::ActivityCmd::List { resource_id }) => {
             p.value(&inst.list_activity(resource_id.as_deref())?)
         }
+        Command::Config(cmd) => match cmd {
+            args::ConfigCmd::List => p.settings(&inst.list_settings()?),
+            args::ConfigCmd::Set { name, value } => p.settings(&[inst.set_setting(&name, &value)?]),
+            args::ConfigCmd::Unset { name } => p.settings(&[inst.unset_setting(&name)?]),
+        },
         Command::Group(cmd) => match cmd {
             GroupCmd::Create {
                 name,

@@ -172,6 +172,21 @@ impl Printer {
         }
     }
 
+    pub(crate) fn settings(&self, ss: &[coffer_control::SettingValue]) {
+        self.emit(ss, || {
+            let mut t = Table::new(&["Name", "Value", "Default", "Description"]);
+            for s in ss {
+                t.row(vec![
+                    s.name.clone(),
+                    s.value.to_string(),
+                    s.default.to_string(),
+                    s.description.clone(),
+                ]);
+            }
+            t.render()
+        });
+    }
+
     pub(crate) fn group(&self, g: &ResourceGroupResource) {
         self.emit(g, || {
             fields(&[

@@ -941,3 +941,149 @@ fn infrastructure_encryption_adds_an_independent_layer_over_every_object() {
     fs::write(&sealed, saved).unwrap();
     restore_identical(&c, "vinfra", &rp, &src, "infra-again");
 }
+
+#[test]
+fn settings_are_listed_validated_and_the_administrators() {
+    let c = Coffer::new();
+    let list = ok(&c, "config list");
+    let dek = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "dekCacheSeconds")
+        .unwrap();
+    assert_eq!(
+        (dek["value"].as_u64(), dek["default"].as_u64()),
+        (Some(300), Some(300))
+    );
+    assert_eq!(ok(&c, "config set dekCacheSeconds 2")[0]["value"], 2);
+    refused(&c, "config set dekCacheSeconds 99999", "InvalidArgument");
+    refused(&c, "config set noSuchSetting 1", "InvalidArgument");
+    let (_, upid) = uami(&c, "someone");
+    refused(
+        &c,
+        &format!("--as-principal {upid} config set dekCacheSeconds 1"),
+        "AuthorizationFailed",
+    );
+    assert_eq!(ok(&c, "config unset dekCacheSeconds")[0]["value"], 300);
+    let table = c.run(&["-o", "table", "config", "list"]);
+    let text = String::from_utf8_lossy(&table.stdout).into_owned();
+    assert!(text.contains("autorotationCheckSeconds"), "{text}");
+}
+
+/// A backup that runs longer than the DEK cache bound stops, with the code of the
+/// cause, once the key is disabled during it; no recovery point appears; after the
+/// key is enabled again the next backup succeeds.
+#[test]
+fn revocation_stops_a_running_backup_within_the_dek_cache_bound() {
+    use std::io::Write;
+    let c = Coffer::new();
+    let (uai, _, kid) = identity_with_key(&c, "kv-dek", "");
+    create_cmk(&c, "vlt", &uai, &kid, "").ok();
+    c.stream_instance("vlt", "db");
+    ok(&c, "config set dekCacheSeconds 1");
+    let backup: Vec<&str> = "-o json backup-instance adhoc-backup -v vlt -n db --stdin"
+        .split(' ')
+        .collect();
+    let mut child = c
+        .command(&backup)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let block = common::pseudo_random(256 << 10, 3);
+    stdin.write_all(&block).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    ok(
+        &c,
+        "keyvault key set-attributes --vault-name kv-dek -n k --enabled false",
+    );
+    // Keep the backup running for well over the bound (it may stop reading earlier).
+    let start = std::time::Instant::now();
+    while start.elapsed() < std::time::Duration::from_secs(4) {
+        if stdin.write_all(&block).is_err() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    let err: Value = serde_json::from_slice(
+        String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .last()
+            .unwrap()
+            .as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(
+        err["error"]["code"], "UserErrorCMKKeyDisabledOrExpired",
+        "{err}"
+    );
+    ok(
+        &c,
+        "keyvault key set-attributes --vault-name kv-dek -n k --enabled true",
+    );
+    let rps = ok(&c, "recovery-point list -v vlt --backup-instance db");
+    assert_eq!(rps.as_array().unwrap().len(), 0, "{rps}");
+    c.run_stdin(&backup, &block).ok();
+}
+
+/// A new key version reaches a vault with a versionless URI through the key vault's
+/// event at the start of any command (no job or `show` needed); a missed event is
+/// caught by the scheduled check once `autorotationCheckSeconds` has passed.
+#[test]
+fn autorotation_follows_key_events_and_a_schedule() {
+    let c = Coffer::new();
+    let (uai, upid, kid) = identity_with_key(&c, "kv-ev", "");
+    let versionless = kid.rsplit_once('/').unwrap().0.to_owned();
+    let v = create_cmk(&c, "vlt", &uai, &versionless, "").ok().clone();
+    let guid = v["properties"]["vaultId"].as_str().unwrap().to_owned();
+    let wrapped_by = || {
+        let recs = stored_records(&c, &guid);
+        assert_eq!(recs.len(), 1, "{recs:?}");
+        recs[0]["kek"]["keyId"].as_str().unwrap().to_owned()
+    };
+    let rotate = || {
+        ok(&c, "keyvault key rotate --vault-name kv-ev -n k")["key"]["kid"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(wrapped_by(), kid);
+    // Event: an unrelated command's background work rewraps.
+    let kid2 = rotate();
+    assert_eq!(wrapped_by(), kid);
+    ok(&c, "group list");
+    assert_eq!(wrapped_by(), kid2);
+    let log = ok(
+        &c,
+        &format!(
+            "activity-log list --resource-id {}",
+            v["id"].as_str().unwrap()
+        ),
+    );
+    let entry = &log[0];
+    assert_eq!(entry["caller"], upid.as_str(), "{entry}");
+    assert_eq!(entry["httpMethod"], "PATCH");
+    assert_eq!(entry["status"]["value"], "Succeeded");
+
+    // A missed event: only the scheduled check (due after autorotationCheckSeconds) finds it.
+    ok(&c, "config set autorotationCheckSeconds 3600");
+    let kid3 = rotate();
+    let db = rusqlite::Connection::open(c.home.join("catalog.db")).unwrap();
+    db.execute(
+        "INSERT INTO settings (name, value) SELECT 'state.autorotation.eventCursor', max(seq) \
+         FROM key_events WHERE true ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+        [],
+    )
+    .unwrap();
+    drop(db);
+    ok(&c, "group list");
+    assert_eq!(wrapped_by(), kid2, "no event, not due yet");
+    at_day(&c, 1, &["group", "list"]).ok();
+    assert_eq!(wrapped_by(), kid3);
+}

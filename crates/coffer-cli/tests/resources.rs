@@ -407,3 +407,113 @@ fn error_envelope_and_formats() {
         assert!(text.contains(word), "help lacks {word}: {text}");
     }
 }
+
+/// Backup vault operations are authorised for the calling principal with Azure RBAC:
+/// nothing without a role; Reader reads (and sees only what it may read) but neither
+/// backs up, restores nor deletes; a role at one backup instance's scope covers that
+/// instance only; Contributor at the vault does everything there. Denials are
+/// `AuthorizationFailed` and change nothing.
+#[test]
+fn backup_vault_operations_are_authorised_per_principal() {
+    let c = Coffer::new();
+    let src = c.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("f.txt"), b"rbac").unwrap();
+    // `coffer -o json [--as-principal WHO] LINE` (LINE split on spaces).
+    let run = |who: Option<&str>, line: &str| {
+        let mut all = vec!["-o", "json"];
+        if let Some(w) = who {
+            all.extend(["--as-principal", w]);
+        }
+        all.extend(line.split_whitespace());
+        c.run(&all)
+    };
+    let ok = |line: &str| run(None, line).ok().clone();
+    ok("group create -n rg1");
+    let vid = ok("backup-vault create -v v1 -g rg1")["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    ok("backup-vault create -v v2 -g rg1");
+    for n in ["a", "b"] {
+        ok(&format!(
+            "backup-instance create -v v1 -g rg1 -n {n} --datasource-type Directory \
+             --datasource-path {}",
+            src.display()
+        ));
+    }
+    let backup = |n: &str| format!("backup-instance adhoc-backup -v v1 -g rg1 -n {n}");
+    let rp = common::rp_id(&ok(&backup("a")));
+    let principal = |name: &str| {
+        ok(&format!("identity create -n {name}"))["principalId"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let (nobody, reader, operator) = (
+        principal("nobody"),
+        principal("reader"),
+        principal("operator"),
+    );
+    let assign = |who: &str, role: &str, scope: &str| {
+        ok(&format!(
+            "role assignment create --role {role} --assignee {who} --scope {scope}"
+        ));
+    };
+    assign(&reader, "Reader", &vid);
+    assign(
+        &operator,
+        "Contributor",
+        &format!("{vid}/backupInstances/b"),
+    );
+    let denied = |who: &str, line: &str| {
+        assert_eq!(
+            run(Some(who), line).code(),
+            "AuthorizationFailed",
+            "{who} {line}"
+        );
+    };
+    let show = "backup-vault show -v v1 -g rg1";
+    let rps_a = "recovery-point list -v v1 -g rg1 --backup-instance a";
+    let target = c.path("restored");
+    let restore_a = format!(
+        "backup-instance restore -v v1 -g rg1 -n a --recovery-point {rp} --target {}",
+        target.display()
+    );
+    let delete_v2 = "backup-vault delete -v v2 -g rg1";
+    // No role: nothing, not even whether the vault exists.
+    for line in [show, &backup("a"), rps_a, &restore_a, delete_v2] {
+        denied(&nobody, line);
+    }
+    denied(&nobody, "backup-vault show -v no-such-vault -g rg1");
+    assert_eq!(
+        run(Some(&nobody), "backup-vault list").ok(),
+        &serde_json::json!([])
+    );
+    // Reader at v1: reads v1 (and lists only it), no backup, restore, update or delete.
+    run(Some(&reader), show).ok();
+    assert_eq!(run(Some(&reader), rps_a).ok().as_array().unwrap().len(), 1);
+    run(Some(&reader), "job list -v v1 -g rg1").ok();
+    let listed = run(Some(&reader), "backup-vault list").ok().clone();
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    for line in [
+        &backup("a"),
+        &restore_a,
+        delete_v2,
+        "backup-vault update -v v1 -g rg1 --type SystemAssigned",
+    ] {
+        denied(&reader, line);
+    }
+    // Contributor at instance b: backs up b, not a, and cannot read the vault.
+    run(Some(&operator), &backup("b")).ok();
+    denied(&operator, &backup("a"));
+    denied(&operator, show);
+    // The denials changed nothing.
+    assert_eq!(run(None, rps_a).ok().as_array().unwrap().len(), 1);
+    ok("backup-vault show -v v2 -g rg1");
+    assert!(!target.exists());
+    // Contributor at the vault: everything there.
+    assign(&operator, "Contributor", &vid);
+    run(Some(&operator), &backup("a")).ok();
+    run(Some(&operator), &restore_a).ok();
+}

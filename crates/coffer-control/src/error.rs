@@ -49,8 +49,6 @@ pub enum ErrorCode {
     MasterKeyInvalid,
     /// The key encryption key that protects a vault's DEK cannot be used.
     EncryptionKeyUnavailable,
-    /// The vault's data encryption key does not open its storage.
-    DataKeyMismatch,
     /// A restore would overwrite existing items with recovery option FailIfExists.
     RestoreTargetExists,
     /// The restore target cannot be written or is of the wrong kind.
@@ -138,7 +136,6 @@ impl ErrorCode {
         Self::MasterKeyMismatch,
         Self::MasterKeyInvalid,
         Self::EncryptionKeyUnavailable,
-        Self::DataKeyMismatch,
         Self::RestoreTargetExists,
         Self::RestoreTargetInvalid,
         Self::RestorePathNotFound,
@@ -193,7 +190,6 @@ impl ErrorCode {
             Self::MasterKeyMismatch => "MasterKeyMismatch",
             Self::MasterKeyInvalid => "MasterKeyInvalid",
             Self::EncryptionKeyUnavailable => "EncryptionKeyUnavailable",
-            Self::DataKeyMismatch => "DataKeyMismatch",
             Self::RestoreTargetExists => "RestoreTargetExists",
             Self::RestoreTargetInvalid => "RestoreTargetInvalid",
             Self::RestorePathNotFound => "RestorePathNotFound",
@@ -288,9 +284,6 @@ impl ErrorCode {
             }
             Self::EncryptionKeyUnavailable => {
                 "Restore access to the key that protects the vault's data encryption key, then retry."
-            }
-            Self::DataKeyMismatch => {
-                "The catalog and the vault storage disagree; restore the catalog or the storage from a consistent copy."
             }
             Self::RestoreTargetExists => {
                 "Restore into an empty or new target, or pass --recovery-option Overwrite."
@@ -530,7 +523,7 @@ impl From<EngineError> for Error {
         match e {
             EngineError::Store(s) => Error::from(s),
             EngineError::Damaged { .. } => Error::new(ErrorCode::DataCorrupted, msg),
-            EngineError::WrongKey => Error::new(ErrorCode::DataKeyMismatch, msg),
+            EngineError::Stopped => Error::new(ErrorCode::JobInterrupted, msg),
             EngineError::RecoveryPointNotFound(_) => {
                 Error::new(ErrorCode::RecoveryPointNotFound, msg)
             }

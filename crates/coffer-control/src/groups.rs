@@ -11,6 +11,10 @@ use crate::{
     util::now_rfc3339,
 };
 
+const GROUP_READ: &str = "Microsoft.Resources/subscriptions/resourceGroups/read";
+const GROUP_WRITE: &str = "Microsoft.Resources/subscriptions/resourceGroups/write";
+const GROUP_DELETE: &str = "Microsoft.Resources/subscriptions/resourceGroups/delete";
+
 impl Instance {
     pub(crate) fn group_id(&self, name: &str) -> String {
         format!(
@@ -49,6 +53,7 @@ impl Instance {
         tags: BTreeMap<String, String>,
     ) -> Result<ResourceGroupResource> {
         let r = (|| {
+            self.authorize_action(&self.group_id(name), GROUP_WRITE)?;
             validate_group_name(name)?;
             let row = ResourceGroupRow {
                 name: name.to_owned(),
@@ -70,6 +75,7 @@ impl Instance {
 
     /// Shows a resource group.
     pub fn show_resource_group(&self, name: &str) -> Result<ResourceGroupResource> {
+        self.authorize_action(&self.group_id(name), GROUP_READ)?;
         Ok(self.group_resource(&self.group_row(name)?))
     }
 
@@ -79,6 +85,10 @@ impl Instance {
             .catalog
             .groups()?
             .iter()
+            .filter(|g| {
+                self.authorize_action(&self.group_id(&g.name), GROUP_READ)
+                    .is_ok()
+            })
             .map(|g| self.group_resource(g))
             .collect())
     }
@@ -86,6 +96,7 @@ impl Instance {
     /// Deletes an empty resource group.
     pub fn delete_resource_group(&self, name: &str) -> Result<DeleteResult> {
         let r = (|| {
+            self.authorize_action(&self.group_id(name), GROUP_DELETE)?;
             if self.catalog.delete_group(name)? {
                 Ok(DeleteResult {
                     job_id: None,

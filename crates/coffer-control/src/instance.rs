@@ -80,6 +80,8 @@ pub struct Instance {
     pub(crate) master: SecretKey,
     /// The principal data-plane and management calls are made as.
     pub(crate) acting_principal: String,
+    /// Unwrapped customer-managed-key DEKs, each usable for `dekCacheSeconds`.
+    pub(crate) dek_cache: crate::keys::DekCache,
 }
 
 impl std::fmt::Debug for Instance {
@@ -216,6 +218,7 @@ impl Instance {
             pmk,
             master,
             acting_principal,
+            dek_cache: Default::default(),
         };
         inst.reap_interrupted_jobs()?;
         Ok(inst)
@@ -293,9 +296,22 @@ impl Instance {
         resource_id: &str,
         result: &Result<T>,
     ) {
+        self.audit_as(self.principal(), operation, method, resource_id, result);
+    }
+
+    /// [`Instance::audit_method`] for work done by `principal` on its own (a vault's
+    /// identity autorotating its key), not by the caller.
+    pub(crate) fn audit_as<T>(
+        &self,
+        principal: &str,
+        operation: &str,
+        method: &str,
+        resource_id: &str,
+        result: &Result<T>,
+    ) {
         let _ = self.catalog.log_activity(&ActivityRow {
             time_ms: now_ms(),
-            principal: self.principal().to_owned(),
+            principal: principal.to_owned(),
             operation: operation.to_owned(),
             resource_id: resource_id.to_owned(),
             status: if result.is_ok() {

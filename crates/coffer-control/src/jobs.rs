@@ -157,7 +157,7 @@ impl Instance {
 
     /// Lists the jobs of a vault, newest first.
     pub fn list_jobs(&self, rg: &str, vault: &str) -> Result<Vec<JobResource>> {
-        let v = self.vault_row(rg, vault)?;
+        let v = self.vault_for(rg, vault, crate::vaults::action::JOB_READ)?;
         Ok(self
             .catalog
             .jobs(&v.guid)?
@@ -168,7 +168,7 @@ impl Instance {
 
     /// Shows one job of a vault.
     pub fn show_job(&self, rg: &str, vault: &str, job_id: &str) -> Result<JobResource> {
-        let v = self.vault_row(rg, vault)?;
+        let v = self.vault_for(rg, vault, crate::vaults::action::JOB_READ)?;
         let j = self.catalog.job(&v.guid, job_id)?.ok_or_else(|| {
             Error::new(
                 ErrorCode::JobNotFound,

@@ -11,7 +11,9 @@
 //! storage engine (`coffer-engine`), the crypto layer (`coffer-crypto`) and the
 //! object store (`coffer-store`). The CLI talks only to this crate.
 
+mod background;
 mod cmk;
+mod config;
 mod error;
 mod groups;
 mod hsm;
@@ -28,9 +30,11 @@ pub mod resources;
 mod util;
 mod vaults;
 
+pub use background::AutorotationRound;
 pub use cmk::{CmkOptions, IdentityOptions, VaultUpdateOptions};
 pub use coffer_engine::{NoProgress, Progress};
 pub use coffer_keyvault::hsm::HsmConfig;
+pub use config::{Setting, SettingValue};
 pub use error::{Error, ErrorCode, Result};
 pub use instance::{Instance, InstanceInfo, MASTER_KEY_FILE_NAME};
 pub use keyvault::{

@@ -26,6 +26,7 @@ use crate::{
         RestoreResult,
     },
     util::rfc3339_secs,
+    vaults::action,
 };
 
 /// `--recovery-option` of a restore.
@@ -178,6 +179,7 @@ impl Instance {
         stdin: Option<Box<dyn Read + Send>>,
         progress: &dyn Progress,
     ) -> Result<BackupResult> {
+        self.authorize_action(&self.instance_scope(rg, vault, name), action::BACKUP)?;
         let v = self.vault_row_current(rg, vault)?;
         let bi = self.instance_row(&v, name)?;
         let source = match (bi.datasource_type, stdin) {
@@ -199,7 +201,7 @@ impl Instance {
             }
         };
         let job = self.start_job(&v, Some(&bi), JobOperation::Backup, None)?;
-        let run = || -> Result<_> {
+        let run = |progress: &dyn Progress| -> Result<_> {
             if let BackupSource::Directory(p) = &source {
                 check_source_dir(p)?;
             }
@@ -214,7 +216,9 @@ impl Instance {
             )?;
             Ok((repo, out))
         };
-        let (repo, out) = run().map_err(|e| self.fail_job(&job, e))?;
+        let (repo, out) = self
+            .with_key_watch(&v, progress, run)
+            .map_err(|e| self.fail_job(&job, e))?;
         let row = rp_row(&out.recovery_point);
         let done = (|| {
             self.catalog.upsert_recovery_point(&row)?;
@@ -249,6 +253,7 @@ impl Instance {
         spec: RestoreSpec,
         progress: &dyn Progress,
     ) -> Result<RestoreResult> {
+        self.authorize_action(&self.instance_scope(rg, vault, name), action::RESTORE)?;
         let v = self.vault_row_current(rg, vault)?;
         let bi = self.instance_row(&v, name)?;
         let overwrite = spec.recovery_option == RecoveryOption::Overwrite;
@@ -311,7 +316,7 @@ impl Instance {
             JobOperation::Restore,
             Some((&rp_id, known.as_ref().map(|r| r.time))),
         )?;
-        let run = || -> Result<_> {
+        let run = |progress: &dyn Progress| -> Result<_> {
             let repo = self.open_repository(&v)?;
             self.reconcile(&v, &repo)?;
             let rp = self.find_rp(&bi, &rp_id)?;
@@ -326,7 +331,9 @@ impl Instance {
             )?;
             Ok((rp, out))
         };
-        let (rp, out) = run().map_err(|e| self.fail_job(&job, e))?;
+        let (rp, out) = self
+            .with_key_watch(&v, progress, run)
+            .map_err(|e| self.fail_job(&job, e))?;
         let status = self
             .complete_job(
                 &job,
@@ -356,6 +363,7 @@ impl Instance {
         vault: &str,
         instance: &str,
     ) -> Result<Vec<RecoveryPointResource>> {
+        self.authorize_action(&self.instance_scope(rg, vault, instance), action::RP_READ)?;
         let v = self.vault_row_current(rg, vault)?;
         let bi = self.instance_row(&v, instance)?;
         let repo = self.open_repository(&v)?;
@@ -376,6 +384,7 @@ impl Instance {
         instance: &str,
         id: &str,
     ) -> Result<RecoveryPointResource> {
+        self.authorize_action(&self.instance_scope(rg, vault, instance), action::RP_READ)?;
         let v = self.vault_row_current(rg, vault)?;
         let bi = self.instance_row(&v, instance)?;
         let repo = self.open_repository(&v)?;
@@ -392,6 +401,7 @@ impl Instance {
         instance: &str,
         id: &str,
     ) -> Result<DeleteResult> {
+        self.authorize_action(&self.instance_scope(rg, vault, instance), action::RP_DELETE)?;
         let v = self.vault_row_current(rg, vault)?;
         let bi = self.instance_row(&v, instance)?;
         let id = id.trim().to_ascii_lowercase();
@@ -442,6 +452,10 @@ impl Instance {
         vault: &str,
         name: &str,
     ) -> Result<DeleteResult> {
+        self.authorize_action(
+            &self.instance_scope(rg, vault, name),
+            action::INSTANCE_DELETE,
+        )?;
         let v = self.vault_row_current(rg, vault)?;
         let bi = self.instance_row(&v, name)?;
         let resource_id = self.instance_id(&v, &bi);
@@ -500,9 +514,10 @@ impl Instance {
         read_data: bool,
         progress: &dyn Progress,
     ) -> Result<CheckResult> {
+        self.authorize_action(&self.vault_scope(rg, vault), action::VAULT_READ)?;
         let v = self.vault_row_current(rg, vault)?;
         let repo = self.open_repository(&v)?;
-        let mut report = repo.check(read_data, progress)?;
+        let mut report = self.with_key_watch(&v, progress, |p| Ok(repo.check(read_data, p)?))?;
         // The wrapped DEK kept next to the data is what makes storage + KEK enough
         // to recover the vault: it must match the catalog's copy.
         let trusted =

@@ -54,7 +54,52 @@ pub struct DatasourceSpec {
 const ENCRYPTION_PMK: &str = "Disabled";
 const ENCRYPTION_CMK: &str = "Enabled";
 
+/// The Azure RBAC actions of backup vault operations, authorised for the acting
+/// principal (Owner and Contributor hold them all, Reader the `…/read` ones).
+pub(crate) mod action {
+    pub(crate) const VAULT_READ: &str = "Microsoft.DataProtection/backupVaults/read";
+    pub(crate) const VAULT_WRITE: &str = "Microsoft.DataProtection/backupVaults/write";
+    pub(crate) const VAULT_DELETE: &str = "Microsoft.DataProtection/backupVaults/delete";
+    pub(crate) const INSTANCE_READ: &str =
+        "Microsoft.DataProtection/backupVaults/backupInstances/read";
+    pub(crate) const INSTANCE_WRITE: &str =
+        "Microsoft.DataProtection/backupVaults/backupInstances/write";
+    pub(crate) const INSTANCE_DELETE: &str =
+        "Microsoft.DataProtection/backupVaults/backupInstances/delete";
+    pub(crate) const BACKUP: &str =
+        "Microsoft.DataProtection/backupVaults/backupInstances/backup/action";
+    pub(crate) const RESTORE: &str =
+        "Microsoft.DataProtection/backupVaults/backupInstances/restore/action";
+    pub(crate) const RP_READ: &str =
+        "Microsoft.DataProtection/backupVaults/backupInstances/recoveryPoints/read";
+    pub(crate) const RP_DELETE: &str =
+        "Microsoft.DataProtection/backupVaults/backupInstances/recoveryPoints/delete";
+    pub(crate) const JOB_READ: &str = "Microsoft.DataProtection/backupVaults/backupJobs/read";
+}
+
 impl Instance {
+    /// The ARM id of vault `name` in group `rg` as the caller spelled them: the
+    /// scope its actions are authorised at (before the vault is looked up, so a
+    /// caller without access learns nothing, not even whether it exists).
+    pub(crate) fn vault_scope(&self, rg: &str, name: &str) -> String {
+        format!(
+            "{}/providers/Microsoft.DataProtection/backupVaults/{name}",
+            self.group_id(rg)
+        )
+    }
+
+    /// The scope of backup instance `name` of vault `vault` in group `rg`.
+    pub(crate) fn instance_scope(&self, rg: &str, vault: &str, name: &str) -> String {
+        format!("{}/backupInstances/{name}", self.vault_scope(rg, vault))
+    }
+
+    /// Authorises `action` on vault `name` of `rg` for the acting principal, then
+    /// looks the vault up.
+    pub(crate) fn vault_for(&self, rg: &str, name: &str, action: &str) -> Result<VaultRow> {
+        self.authorize_action(&self.vault_scope(rg, name), action)?;
+        self.vault_row(rg, name)
+    }
+
     pub(crate) fn vault_id(&self, v: &VaultRow) -> String {
         format!(
             "{}/providers/Microsoft.DataProtection/backupVaults/{}",
@@ -253,11 +298,10 @@ impl Instance {
         name: &str,
         opts: VaultCreateOptions,
     ) -> Result<BackupVaultResource> {
-        let fallback_id = format!(
-            "{}/providers/Microsoft.DataProtection/backupVaults/{name}",
-            self.group_id(rg)
-        );
-        let r = self.create_vault_inner(rg, name, opts);
+        let fallback_id = self.vault_scope(rg, name);
+        let r = self
+            .authorize_action(&fallback_id, action::VAULT_WRITE)
+            .and_then(|()| self.create_vault_inner(rg, name, opts));
         let id = r.as_ref().map(|v| v.id.clone()).unwrap_or(fallback_id);
         self.audit("Microsoft.DataProtection/backupVaults/write", &id, &r);
         r
@@ -347,6 +391,7 @@ impl Instance {
     /// Shows a backup vault (BackupVaultResource). A CMK vault's key access is
     /// probed (one unwrap as its identity) so that `encryptionHealth` is current.
     pub fn show_vault(&self, rg: &str, name: &str) -> Result<BackupVaultResource> {
+        self.authorize_action(&self.vault_scope(rg, name), action::VAULT_READ)?;
         let v = self.vault_row_current(rg, name)?;
         if v.encryption_state != ENCRYPTION_PMK {
             let _ = self.unwrap_dek(&v);
@@ -380,9 +425,14 @@ impl Instance {
     /// recovery points stay. A vault encrypted with a customer-managed key is refused
     /// (`UserErrorCMKVaultMoveNotSupported`), as in Azure.
     pub fn move_vault(&self, rg: &str, name: &str, target_rg: &str) -> Result<BackupVaultResource> {
-        let v = self.vault_row(rg, name)?;
+        let v = self.vault_for(rg, name, action::VAULT_WRITE)?;
         let old_id = self.vault_id(&v);
         let r = (|| {
+            self.authorize_action(
+                &self.group_id(rg),
+                "Microsoft.Resources/subscriptions/resourceGroups/moveResources/action",
+            )?;
+            self.authorize_action(&self.vault_scope(target_rg, name), action::VAULT_WRITE)?;
             let cmk = WrappedKey::from_json(v.wrapped_key_json.as_bytes())
                 .is_ok_and(|w| w.kek.kind == coffer_crypto::wrap::KekKind::CustomerManaged);
             if cmk || v.encryption_state != ENCRYPTION_PMK {
@@ -429,21 +479,26 @@ impl Instance {
             }
             None => self.catalog.vaults(None)?,
         };
-        Ok(rows.iter().map(|v| self.vault_resource(v)).collect())
+        // Like ARM, a list shows only what the caller may read.
+        Ok(rows
+            .iter()
+            .filter(|v| {
+                self.authorize_action(&self.vault_id(v), action::VAULT_READ)
+                    .is_ok()
+            })
+            .map(|v| self.vault_resource(v))
+            .collect())
     }
 
     /// Deletes a backup vault and its storage. Refused while it has backup instances.
     pub fn delete_vault(&self, rg: &str, name: &str) -> Result<DeleteResult> {
-        let v = match self.vault_row(rg, name) {
+        let v = match self.vault_for(rg, name, action::VAULT_DELETE) {
             Ok(v) => v,
             Err(e) => {
                 let r = Err(e);
                 self.audit(
                     "Microsoft.DataProtection/backupVaults/delete",
-                    &format!(
-                        "{}/providers/Microsoft.DataProtection/backupVaults/{name}",
-                        self.group_id(rg)
-                    ),
+                    &self.vault_scope(rg, name),
                     &r,
                 );
                 return r;
@@ -558,6 +613,10 @@ impl Instance {
         name: &str,
         ds: DatasourceSpec,
     ) -> Result<BackupInstanceResource> {
+        self.authorize_action(
+            &self.instance_scope(rg, vault, name),
+            action::INSTANCE_WRITE,
+        )?;
         let v = self.vault_row(rg, vault)?;
         let r = (|| {
             validate_instance_name(name)?;
@@ -612,6 +671,7 @@ impl Instance {
         vault: &str,
         name: &str,
     ) -> Result<BackupInstanceResource> {
+        self.authorize_action(&self.instance_scope(rg, vault, name), action::INSTANCE_READ)?;
         let v = self.vault_row(rg, vault)?;
         let bi = self.instance_row(&v, name)?;
         Ok(self.instance_resource(&v, &bi))
@@ -623,7 +683,7 @@ impl Instance {
         rg: &str,
         vault: &str,
     ) -> Result<Vec<BackupInstanceResource>> {
-        let v = self.vault_row(rg, vault)?;
+        let v = self.vault_for(rg, vault, action::INSTANCE_READ)?;
         Ok(self
             .catalog
             .instance_items(&v.guid)?

@@ -18,9 +18,10 @@ pub enum EngineError {
     /// A stored object failed authentication or is malformed: data damage.
     #[error("damaged object {object}: {reason}")]
     Damaged { object: String, reason: String },
-    /// The DEK does not open this repository (wrong key).
-    #[error("the data encryption key does not open this vault's storage")]
-    WrongKey,
+    /// The caller asked the job to stop ([`Progress::stop_requested`]); nothing
+    /// partial became visible.
+    #[error("the job was stopped by its caller")]
+    Stopped,
     /// No recovery point with this id.
     #[error("recovery point {0} not found")]
     RecoveryPointNotFound(String),
@@ -216,6 +217,11 @@ pub trait Progress: Send + Sync {
     fn set_total(&self, _bytes: Option<u64>, _files: Option<u64>) {}
     /// Bytes and files processed since the last call.
     fn advance(&self, _bytes: u64, _files: u64) {}
+    /// Polled between chunks and files: `true` makes backup and restore stop with
+    /// [`EngineError::Stopped`] (a backup then publishes no recovery point). Must be cheap.
+    fn stop_requested(&self) -> bool {
+        false
+    }
 }
 
 /// A progress sink that ignores everything.

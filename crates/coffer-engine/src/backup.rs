@@ -290,6 +290,13 @@ impl Walker<'_> {
         Ok(id)
     }
 
+    fn check_stop(&self) -> Result<(), EngineError> {
+        if self.progress.stop_requested() {
+            return Err(EngineError::Stopped);
+        }
+        Ok(())
+    }
+
     fn send(&self, job: Job) -> Result<(), EngineError> {
         self.tx
             .send(job)
@@ -315,6 +322,9 @@ impl Walker<'_> {
         let (reply_tx, reply_rx) = crossbeam_channel::unbounded::<(usize, ChunkId)>();
         let mut count = 0usize;
         let n = chunker.for_each_chunk(reader, &mut buf, |chunk| -> Result<(), ReadOrEngine> {
+            if self.progress.stop_requested() {
+                return Err(ReadOrEngine::Engine(EngineError::Stopped));
+            }
             if parallel {
                 let job = Job {
                     id: None,
@@ -428,6 +438,7 @@ impl Walker<'_> {
         let parent_nodes = parent.map(|t| t.nodes).unwrap_or_default();
         let mut nodes = Vec::with_capacity(entries.len());
         for (name, child) in entries {
+            self.check_stop()?;
             let child_rel = rel.join(std::ffi::OsStr::from_bytes(&name));
             let prev = parent_nodes
                 .binary_search_by(|n| n.name.as_slice().cmp(&name))
@@ -476,6 +487,7 @@ impl Walker<'_> {
                         continue;
                     }
                     Err(err) => {
+                        self.check_stop()?;
                         self.warnings.push(warning(
                             WARN_FILE_NOT_READABLE,
                             &child_rel,

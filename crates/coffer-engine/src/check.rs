@@ -63,6 +63,9 @@ pub(crate) fn run(
             }
             continue;
         }
+        if progress.stop_requested() {
+            return Err(EngineError::Stopped);
+        }
         let bytes = match inner.store.get(&key) {
             Ok(b) => b,
             Err(e) => {

@@ -329,6 +329,9 @@ fn write_chunks(
     };
     let mut pos = 0u64;
     let mut put = |data: Vec<u8>| -> Result<(), Result<EngineError, EngineError>> {
+        if progress.stop_requested() {
+            return Err(Err(EngineError::Stopped));
+        }
         if data.iter().all(|&b| b == 0) {
             f.seek(SeekFrom::Current(data.len() as i64))
                 .map_err(|e| Err(io_target(e)))?;
@@ -471,6 +474,9 @@ fn restore_stream(
         RestoreTarget::Writer(mut w) => {
             let mut bytes = 0u64;
             for id in content {
+                if progress.stop_requested() {
+                    return Err(EngineError::Stopped);
+                }
                 let data = inner.read_chunk(index, id).map_err(|e| match e {
                     EngineError::Damaged { .. } => {
                         EngineError::RestoreIncomplete(vec!["<stream>".into()])
