@@ -7,20 +7,64 @@
 //! sees only whole packs, whose directory is encrypted) this defeats the published
 //! chunk-size fingerprinting attacks on unkeyed CDC.
 
-use std::io::{self, Read};
+//!
+//! The cut points are exactly those of the crate's `cut_gear` (a test checks it on
+//! many inputs and keys), but found differently, for speed: the gear hash only
+//! depends on the last 48 bytes once the masks are applied (bit k of the rolling
+//! hash depends on the last k+1 bytes, and both masks stop at bit 47), so every
+//! position whose hash could match either mask is found by one scan over the read
+//! window in four independent lanes (instruction-level parallelism instead of one
+//! long shift-add dependency chain); choosing a cut then only looks at those few
+//! candidates, plus the first 48 positions after the minimum size, where the
+//! chunk's own hash (started at the minimum) still differs from the rolling one.
+
+use std::{
+    collections::VecDeque,
+    io::{self, Read},
+};
 
 use coffer_crypto::{DataKey, kdf, labels};
-use fastcdc::v2020::{Normalization, cut_gear, select_masks};
+use fastcdc::v2020::{Normalization, select_masks};
 
-/// The chunking parameters and secret gear tables of one vault.
+/// The chunking parameters and secret gear table of one vault.
 pub(crate) struct Chunker {
     min: usize,
     avg: usize,
     max: usize,
     mask_s: u64,
     mask_l: u64,
+    /// Bits set in both masks: a position can only cut if its hash has none of them.
+    mask_both: u64,
+    /// Positions this far past a chunk's hashing start see the rolling hash.
+    settle: usize,
     gear: Box<[u64; 256]>,
-    gear_ls: Box<[u64; 256]>,
+}
+
+/// A position whose rolling hash has none of `mask_both`: (absolute offset, hash).
+type Candidate = (u64, u64);
+
+/// Scanning state over one input: the rolling hash after the last scanned byte and
+/// the candidates not yet passed by a cut.
+#[derive(Default)]
+struct Scan {
+    hash: u64,
+    /// Absolute offset of the next byte to scan.
+    scanned: u64,
+    candidates: VecDeque<Candidate>,
+    lanes: [Vec<Candidate>; LANES],
+}
+
+const LANES: usize = 4;
+
+/// Records the lanes whose hash is a candidate at lane offset `i` (rare: out of line).
+#[cold]
+#[inline(never)]
+fn record(lanes: &mut [Vec<Candidate>; LANES], h: [u64; LANES], mb: u64, pos0: u64, lane_len: u64) {
+    for (k, lane) in lanes.iter_mut().enumerate() {
+        if h[k] & mb == 0 {
+            lane.push((pos0 + k as u64 * lane_len, h[k]));
+        }
+    }
 }
 
 impl Chunker {
@@ -34,38 +78,118 @@ impl Chunker {
             stream.fill(&mut buf);
             *g = u64::from_le_bytes(buf);
         }
-        let mut gear_ls = Box::new([0u64; 256]);
-        for (ls, g) in gear_ls.iter_mut().zip(gear.iter()) {
-            *ls = g << 1;
-        }
         let (mask_s, mask_l) = select_masks(avg as usize, Normalization::Level1);
+        // The highest masked bit: hashes agree on the masked bits once they share the
+        // last `settle` bytes. (Bit 63 is never used by the crate's masks, which its
+        // two-bytes-at-a-time loop relies on too.)
+        let settle = 64 - (mask_s | mask_l).leading_zeros() as usize;
+        assert!(settle < 64, "chunker masks must leave bit 63 clear");
         Self {
             min: min as usize,
             avg: avg as usize,
             max: max as usize,
             mask_s,
             mask_l,
+            mask_both: mask_s & mask_l,
+            settle,
             gear,
-            gear_ls,
         }
     }
 
-    /// Length of the next chunk at the start of `data` (`data` holds at least
-    /// `max` bytes unless it is the end of the input).
-    pub(crate) fn cut(&self, data: &[u8]) -> usize {
-        let (_, len) = cut_gear(
-            data,
-            self.min,
-            self.avg,
-            self.max,
-            self.mask_s,
-            self.mask_l,
-            self.mask_s << 1,
-            self.mask_l << 1,
-            &self.gear[..],
-            &self.gear_ls[..],
-        );
-        len.max(1).min(data.len())
+    /// Scans `data[from..]` (absolute offset of `data[0]`: `base`), appending its
+    /// candidates to `scan` (the first lane continues the rolling hash; the others
+    /// warm up on the `settle` bytes before them, inside the region).
+    fn scan(&self, data: &[u8], from: usize, base: u64, scan: &mut Scan) {
+        debug_assert_eq!(base + from as u64, scan.scanned);
+        let gear: &[u64; 256] = &self.gear;
+        let mb = self.mask_both;
+        let region = &data[from..];
+        let lane_len = region.len() / LANES;
+        let mut tail_from = 0;
+        let mut hash = scan.hash;
+        if lane_len >= 4 * self.settle {
+            // Four lanes in lock step; lanes 1..4 first roll over the `settle` bytes
+            // before their start so their hashes are valid from their first byte.
+            let warm = |end: usize| {
+                let start = from + end - self.settle;
+                data[start..from + end]
+                    .iter()
+                    .fold(0u64, |h, &b| (h << 1).wrapping_add(gear[b as usize]))
+            };
+            let (mut h0, mut h1, mut h2, mut h3) =
+                (hash, warm(lane_len), warm(2 * lane_len), warm(3 * lane_len));
+            let lane = |k: usize| &region[k * lane_len..(k + 1) * lane_len];
+            let (l0, l1, l2, l3) = (lane(0), lane(1), lane(2), lane(3));
+            for lane in &mut scan.lanes {
+                lane.clear();
+            }
+            for i in 0..lane_len {
+                h0 = (h0 << 1).wrapping_add(gear[l0[i] as usize]);
+                h1 = (h1 << 1).wrapping_add(gear[l1[i] as usize]);
+                h2 = (h2 << 1).wrapping_add(gear[l2[i] as usize]);
+                h3 = (h3 << 1).wrapping_add(gear[l3[i] as usize]);
+                if (h0 & mb == 0) | (h1 & mb == 0) | (h2 & mb == 0) | (h3 & mb == 0) {
+                    let pos = base + (from + i) as u64;
+                    record(&mut scan.lanes, [h0, h1, h2, h3], mb, pos, lane_len as u64);
+                }
+            }
+            for lane in &scan.lanes {
+                scan.candidates.extend(lane.iter().copied());
+            }
+            hash = h3;
+            tail_from = LANES * lane_len;
+        }
+        for (i, &b) in region[tail_from..].iter().enumerate() {
+            hash = (hash << 1).wrapping_add(gear[b as usize]);
+            if hash & mb == 0 {
+                scan.candidates
+                    .push_back((base + (from + tail_from + i) as u64, hash));
+            }
+        }
+        scan.hash = hash;
+        scan.scanned = base + data.len() as u64;
+    }
+
+    /// Length of the chunk starting at `data[0]` (absolute offset `at`), where `data`
+    /// holds at least `max` bytes unless it is the end of the input, and every byte
+    /// of it has been scanned. Exactly `fastcdc::v2020::cut_gear`'s result.
+    fn next_cut(&self, data: &[u8], at: u64, scan: &mut Scan) -> usize {
+        let n = data.len();
+        if n <= self.min {
+            return n;
+        }
+        let (remaining, center) = if n > self.max {
+            (self.max, self.avg)
+        } else {
+            (n, self.avg.min(n))
+        };
+        // cut_gear tests positions in pairs: [m0, lim1) against the strict mask,
+        // [lim1, lim2) against the loose one; its hash starts at m0.
+        let (m0, lim1, lim2) = (self.min & !1, center & !1, remaining & !1);
+        let mask = |p: usize| if p < lim1 { self.mask_s } else { self.mask_l };
+        let settled = (m0 + self.settle).min(lim2.max(m0));
+        let gear: &[u64; 256] = &self.gear;
+        let mut hash = 0u64;
+        for (p, &b) in data.iter().enumerate().take(settled).skip(m0) {
+            hash = (hash << 1).wrapping_add(gear[b as usize]);
+            if hash & mask(p) == 0 {
+                return p;
+            }
+        }
+        let from = at + settled as u64;
+        while scan.candidates.front().is_some_and(|&(pos, _)| pos < from) {
+            scan.candidates.pop_front();
+        }
+        for &(pos, hash) in &scan.candidates {
+            let p = (pos - at) as usize;
+            if p >= lim2 {
+                break;
+            }
+            if hash & mask(p) == 0 {
+                return p;
+            }
+        }
+        remaining
     }
 
     /// Splits a reader into chunks, calling `f` for each; memory stays bounded by a
@@ -82,36 +206,59 @@ impl Chunker {
         if buf.len() < window {
             buf.resize(window, 0);
         }
+        let mut scan = Scan::default();
+        let mut base = 0u64; // absolute offset of buf[0]
         let mut start = 0usize;
         let mut end = 0usize;
         let mut eof = false;
-        let mut total = 0u64;
         loop {
             // Refill so that at least `max` bytes are available (or we hit EOF).
             if !eof && end - start < self.max {
                 buf.copy_within(start..end, 0);
+                base += start as u64;
                 end -= start;
                 start = 0;
+                let fresh = end;
                 while end < buf.len() {
                     match reader.read(&mut buf[end..]) {
                         Ok(0) => {
                             eof = true;
                             break;
                         }
-                        Ok(n) => {
-                            end += n;
-                            total += n as u64;
-                        }
+                        Ok(n) => end += n,
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                         Err(e) => return Err(e.into()),
                     }
                 }
+                // A last chunk no longer than the minimum is cut without hashing.
+                if !(eof && end <= self.min) {
+                    self.scan(&buf[..end], fresh, base, &mut scan);
+                }
             }
             if start == end {
-                return Ok(total);
+                return Ok(base + end as u64);
             }
-            let len = self.cut(&buf[start..end]);
+            let len = self.next_cut(&buf[start..end], base + start as u64, &mut scan);
             f(&buf[start..start + len])?;
+            start += len;
+        }
+    }
+
+    /// Splits an in-memory input into chunks (the same cut points as
+    /// [`Self::for_each_chunk`], without copying).
+    pub(crate) fn for_each_chunk_in(&self, data: &[u8], mut f: impl FnMut(&[u8])) {
+        let step = (self.max * 4).max(1 << 20);
+        let mut scan = Scan::default();
+        let mut start = 0;
+        while start < data.len() {
+            let scanned = scan.scanned as usize;
+            if scanned < data.len() && scanned - start < self.max {
+                let to = (start + step).min(data.len());
+                self.scan(&data[..to], scanned, 0, &mut scan);
+            }
+            let end = (scan.scanned as usize).min(data.len());
+            let len = self.next_cut(&data[start..end], start as u64, &mut scan);
+            f(&data[start..start + len]);
             start += len;
         }
     }
@@ -131,6 +278,91 @@ mod tests {
                 x as u8
             })
             .collect()
+    }
+
+    /// The crate's own loop with the same table: the reference for cut points.
+    fn reference_cuts(c: &Chunker, d: &[u8]) -> Vec<usize> {
+        let gear_ls: Vec<u64> = c.gear.iter().map(|g| g << 1).collect();
+        let mut v = Vec::new();
+        let mut pos = 0;
+        while pos < d.len() {
+            let (_, len) = fastcdc::v2020::cut_gear(
+                &d[pos..],
+                c.min,
+                c.avg,
+                c.max,
+                c.mask_s,
+                c.mask_l,
+                c.mask_s << 1,
+                c.mask_l << 1,
+                &c.gear[..],
+                &gear_ls,
+            );
+            let len = len.max(1).min(d.len() - pos);
+            v.push(len);
+            pos += len;
+        }
+        v
+    }
+
+    /// A reader that returns at most `n` bytes per call (like a pipe).
+    struct Trickle<'a>(&'a [u8], usize);
+    impl Read for Trickle<'_> {
+        fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+            let n = self.1.min(out.len()).min(self.0.len());
+            out[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn cut_points_are_exactly_fastcdc_v2020() {
+        let mut inputs: Vec<Vec<u8>> = vec![
+            Vec::new(),
+            vec![7],
+            data(100),
+            data(16 << 10),
+            data((16 << 10) + 1),
+            data((64 << 10) + 3),
+            data(256 << 10),
+            data((256 << 10) + 1),
+            data(3 << 20),
+            data((5 << 20) + 12345),
+            vec![0u8; 3 << 20],
+        ];
+        // Low-entropy data: many positions close to matching.
+        inputs.push(data(2 << 20).iter().map(|b| b & 3).collect());
+        inputs.push(b"coffer backup vault 0123456789\n".repeat(70_000));
+        let mut mixed = data(1 << 20);
+        mixed.extend(vec![0u8; 300 << 10]);
+        mixed.extend(data(777_777));
+        inputs.push(mixed);
+        let params = [
+            (16 << 10, 64 << 10, 256 << 10),
+            (2 << 10, 8 << 10, 32 << 10),
+            (64 << 10, 256 << 10, 1 << 20),
+            (4096, 16384, 65536),
+        ];
+        for (i, &(min, avg, max)) in params.iter().enumerate() {
+            let c = Chunker::new(&DataKey::generate().unwrap(), min, avg, max);
+            for (j, d) in inputs.iter().enumerate() {
+                let want = reference_cuts(&c, d);
+                assert_eq!(cuts(&c, d), want, "params {i}, input {j}");
+                let mut got = Vec::new();
+                c.for_each_chunk_in(d, |ch| got.push(ch.len()));
+                assert_eq!(got, want, "in-memory, params {i}, input {j}");
+                if j % 4 == 0 {
+                    let mut got = Vec::new();
+                    c.for_each_chunk::<_, io::Error>(Trickle(d, 10_007), &mut Vec::new(), |ch| {
+                        got.push(ch.len());
+                        Ok(())
+                    })
+                    .unwrap();
+                    assert_eq!(got, want, "trickle, params {i}, input {j}");
+                }
+            }
+        }
     }
 
     fn cuts(c: &Chunker, d: &[u8]) -> Vec<usize> {

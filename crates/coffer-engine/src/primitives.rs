@@ -37,11 +37,7 @@ impl Primitives {
     /// Chunking only: returns the number of chunks of `data`.
     pub fn chunk(&self, data: &[u8]) -> usize {
         let mut n = 0;
-        let mut pos = 0;
-        while pos < data.len() {
-            pos += self.chunker.cut(&data[pos..]);
-            n += 1;
-        }
+        self.chunker.for_each_chunk_in(data, |_| n += 1);
         n
     }
 
@@ -64,21 +60,17 @@ impl Primitives {
         let target = self.params.pack_target as usize;
         let mut w = PackWriter::new(&self.dek, BlobKind::Data, target).expect("system RNG");
         let mut stored = 0u64;
-        let mut pos = 0;
-        while pos < data.len() {
-            let len = self.chunker.cut(&data[pos..]);
-            let chunk = &data[pos..pos + len];
-            pos += len;
+        self.chunker.for_each_chunk_in(data, |chunk| {
             let id = self.id_key.id(chunk);
             stored += u64::from(w.add(
                 id,
-                len as u32,
+                chunk.len() as u32,
                 format::encode_blob(chunk, self.params.zstd_level),
             ));
             if w.is_full() {
                 w = PackWriter::new(&self.dek, BlobKind::Data, target).expect("system RNG");
             }
-        }
+        });
         stored
     }
 }
