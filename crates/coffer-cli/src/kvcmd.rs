@@ -1,14 +1,14 @@
 //! Dispatch of the part-2 commands (`identity`, `role`, `keyvault`) to the control plane.
 
 use coffer_control::{
-    Error, ErrorCode, HsmConfig, Instance, KeyAttributeUpdate, KeyCreateOptions, KeyVaultOptions,
-    Result,
+    Error, ErrorCode, HsmConfig, Instance, KeyAttributeUpdate, KeyCreateOptions, KeyRef,
+    KeyVaultOptions, Result,
 };
 
 use crate::{
     kvargs::{
-        AuditCmd, HsmAssignCmd, HsmRoleCmd, IdentityCmd, KeyAttrArgs, KeyCmd, KeyVaultCmd, KvOpts,
-        RoleAssignCmd, RoleCmd, RoleDefCmd, RotationCmd,
+        AuditCmd, CryptoArgs, HsmAssignCmd, HsmRoleCmd, IdentityCmd, KeyAttrArgs, KeyCmd,
+        KeyVaultCmd, KvOpts, RoleAssignCmd, RoleCmd, RoleDefCmd, RotationCmd,
     },
     output::Printer,
     parse_tags,
@@ -58,6 +58,16 @@ fn create_opts(
         expires: unix(&a.expires, "--expires")?,
         tags: parse_tags(&a.tags)?,
     })
+}
+
+/// The key version a data-plane command selects, called as the acting principal.
+fn key_ref<'a>(inst: &'a Instance, c: &'a CryptoArgs) -> KeyRef<'a> {
+    KeyRef::new(
+        inst.principal(),
+        &c.key.key.vault_name,
+        &c.key.key.name,
+        c.key.version.as_deref(),
+    )
 }
 
 /// Runs one `identity` command.
@@ -253,53 +263,22 @@ fn key(inst: &Instance, cmd: KeyCmd, p: &Printer) -> Result<()> {
                 )
             })?;
         }
-        KeyCmd::Wrap(c) => p.value(&inst.key_wrap(
-            &c.key.key.vault_name,
-            &c.key.key.name,
-            c.key.version.as_deref(),
-            "wrapKey",
-            &c.algorithm,
-            &c.value,
-        )?),
-        KeyCmd::Encrypt(c) => p.value(&inst.key_wrap(
-            &c.key.key.vault_name,
-            &c.key.key.name,
-            c.key.version.as_deref(),
-            "encrypt",
-            &c.algorithm,
-            &c.value,
-        )?),
-        KeyCmd::Unwrap(c) => p.value(&inst.key_unwrap(
-            &c.key.key.vault_name,
-            &c.key.key.name,
-            c.key.version.as_deref(),
-            "unwrapKey",
-            &c.algorithm,
-            &c.value,
-        )?),
-        KeyCmd::Decrypt(c) => p.value(&inst.key_unwrap(
-            &c.key.key.vault_name,
-            &c.key.key.name,
-            c.key.version.as_deref(),
-            "decrypt",
-            &c.algorithm,
-            &c.value,
-        )?),
-        KeyCmd::Sign(c) => p.value(&inst.key_sign(
-            &c.key.key.vault_name,
-            &c.key.key.name,
-            c.key.version.as_deref(),
-            &c.algorithm,
-            &c.value,
-        )?),
-        KeyCmd::Verify { op: c, signature } => p.value(&inst.key_verify(
-            &c.key.key.vault_name,
-            &c.key.key.name,
-            c.key.version.as_deref(),
-            &c.algorithm,
-            &c.value,
-            &signature,
-        )?),
+        KeyCmd::Wrap(c) => {
+            p.value(&inst.key_wrap(&key_ref(inst, &c), "wrapKey", &c.algorithm, &c.value)?)
+        }
+        KeyCmd::Encrypt(c) => {
+            p.value(&inst.key_wrap(&key_ref(inst, &c), "encrypt", &c.algorithm, &c.value)?)
+        }
+        KeyCmd::Unwrap(c) => {
+            p.value(&inst.key_unwrap(&key_ref(inst, &c), "unwrapKey", &c.algorithm, &c.value)?)
+        }
+        KeyCmd::Decrypt(c) => {
+            p.value(&inst.key_unwrap(&key_ref(inst, &c), "decrypt", &c.algorithm, &c.value)?)
+        }
+        KeyCmd::Sign(c) => p.value(&inst.key_sign(&key_ref(inst, &c), &c.algorithm, &c.value)?),
+        KeyCmd::Verify { op: c, signature } => {
+            p.value(&inst.key_verify(&key_ref(inst, &c), &c.algorithm, &c.value, &signature)?)
+        }
         KeyCmd::RotationPolicy(r) => match r {
             RotationCmd::Show(k) => p.value(&inst.show_rotation_policy(&k.vault_name, &k.name)?),
             RotationCmd::Update { key, value } => {

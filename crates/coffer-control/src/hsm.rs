@@ -19,7 +19,7 @@ use serde_json::Value;
 
 use crate::{
     Error, ErrorCode, Instance, KeyVaultOptions, Result,
-    keyvault::{KeyAttrs, bad, forbidden, kv_err},
+    keyvault::{KeyAttrs, bad, forbidden, kv_err, rbac_denied},
 };
 
 /// A managed HSM's token, as stored in its properties (no secret: the PIN stays in its file).
@@ -161,12 +161,7 @@ impl Instance {
             return Ok(Material::Soft(self.open_private(v, row)?));
         }
         let id = hex::decode(&row.version).map_err(|_| Error::internal("malformed key version"))?;
-        let jwk = serde_json::from_str(&row.public_jwk_json).map_err(|_| {
-            Error::new(
-                ErrorCode::CatalogError,
-                "malformed public key in the catalog",
-            )
-        })?;
+        let jwk = Self::public_jwk(row)?;
         Ok(Material::Hsm(Box::new((Self::open_hsm(v)?, id, jwk))))
     }
 
@@ -237,12 +232,11 @@ impl Instance {
         if self.rbac_allows(principal, &scope, &action, true, Some(&v.guid))? {
             return Ok(());
         }
-        Err(forbidden(
-            "ForbiddenByRbac",
-            format!(
-                "Caller is not authorized to perform action on resource.\r\nCaller: oid={principal}\r\nAction: '{action}'\r\nResource: '{scope}'\r\nAssignment: (not found)\r\nDecisionReason: 'DeniedWithNoValidRBAC'\r\nManaged HSM: {}",
-                v.name
-            ),
+        Err(rbac_denied(
+            principal,
+            &action,
+            &scope,
+            &format!("Managed HSM: {}", v.name),
         ))
     }
 

@@ -1,0 +1,266 @@
+//! The Key Vault data plane: wrapKey/unwrapKey, encrypt/decrypt, sign/verify on
+//! one key version, each authorised for the calling principal (RBAC dataAction,
+//! access policy or managed-HSM local RBAC), checked against the key's state and
+//! `key_ops`, and audited.
+
+use serde_json::{Value, json};
+
+use super::*;
+
+fn data_action(permission: &str) -> &'static str {
+    match permission {
+        "get" | "list" => "Microsoft.KeyVault/vaults/keys/read",
+        "wrapKey" => "Microsoft.KeyVault/vaults/keys/wrap/action",
+        "unwrapKey" => "Microsoft.KeyVault/vaults/keys/unwrap/action",
+        "encrypt" => "Microsoft.KeyVault/vaults/keys/encrypt/action",
+        "decrypt" => "Microsoft.KeyVault/vaults/keys/decrypt/action",
+        "sign" => "Microsoft.KeyVault/vaults/keys/sign/action",
+        "verify" => "Microsoft.KeyVault/vaults/keys/verify/action",
+        "create" => "Microsoft.KeyVault/vaults/keys/create/action",
+        "update" => "Microsoft.KeyVault/vaults/keys/update/action",
+        "import" => "Microsoft.KeyVault/vaults/keys/import/action",
+        "delete" => "Microsoft.KeyVault/vaults/keys/delete",
+        "recover" => "Microsoft.KeyVault/vaults/keys/recover/action",
+        "purge" => "Microsoft.KeyVault/vaults/keys/purge/action",
+        "backup" => "Microsoft.KeyVault/vaults/keys/backup/action",
+        "restore" => "Microsoft.KeyVault/vaults/keys/restore/action",
+        "release" => "Microsoft.KeyVault/vaults/keys/release/action",
+        "rotate" => "Microsoft.KeyVault/vaults/keys/rotate/action",
+        "getrotationpolicy" => "Microsoft.KeyVault/vaults/keyrotationpolicies/read",
+        "setrotationpolicy" => "Microsoft.KeyVault/vaults/keyrotationpolicies/write",
+        _ => "Microsoft.KeyVault/vaults/keys/unknown",
+    }
+}
+
+/// A base64url command-line value (it may be a key: zeroized after use).
+fn from_b64(s: &str) -> Result<zeroize::Zeroizing<Vec<u8>>> {
+    coffer_keyvault::from_b64url(s)
+        .map(zeroize::Zeroizing::new)
+        .map_err(kv_err)
+}
+
+impl Instance {
+    /// Authorises `permission` on key `key` (or the vault when `None`) for `principal`.
+    pub(super) fn authorize_key(
+        &self,
+        principal: &str,
+        v: &KeyVaultRow,
+        key: Option<&str>,
+        permission: &str,
+    ) -> Result<()> {
+        if Self::is_hsm(v) {
+            return self.authorize_hsm(principal, v, key, permission);
+        }
+        let p = Self::props(v)?;
+        if p.enable_rbac_authorization {
+            let mut scope = self.vault_arm_id(v);
+            if let Some(k) = key {
+                scope = format!("{scope}/keys/{k}");
+            }
+            let action = data_action(permission);
+            if self.rbac_allows(principal, &scope, action, true, None)? {
+                return Ok(());
+            }
+            return Err(rbac_denied(
+                principal,
+                action,
+                &scope.to_ascii_lowercase(),
+                &format!("Vault: {}", v.name),
+            ));
+        }
+        let allowed =
+            p.access_policies.iter().any(|ap| {
+                ap.object_id.eq_ignore_ascii_case(principal)
+                    && ap.permissions.keys.iter().any(|k| {
+                        k.eq_ignore_ascii_case(permission) || k.eq_ignore_ascii_case("all")
+                    })
+            });
+        if allowed {
+            Ok(())
+        } else {
+            Err(forbidden(
+                "AccessDenied",
+                format!(
+                    "The user, group or application 'oid={principal}' does not have keys {} permission on key vault '{}'.",
+                    permission.to_ascii_lowercase(),
+                    v.name
+                ),
+            ))
+        }
+    }
+
+    pub(crate) fn audit_key<T>(
+        &self,
+        v: &KeyVaultRow,
+        principal: &str,
+        op: &str,
+        key: Option<&str>,
+        version: Option<&str>,
+        r: &Result<T>,
+    ) {
+        let _ = self.catalog.log_key_audit(&KeyAuditRow {
+            seq: 0,
+            vault_guid: v.guid.clone(),
+            time_ms: util::clock_ms(),
+            principal: principal.to_owned(),
+            operation: op.to_owned(),
+            key_name: key.map(str::to_owned),
+            key_version: version.map(str::to_owned),
+            result: if r.is_ok() { "Succeeded" } else { "Failed" }.to_owned(),
+            error_code: r.as_ref().err().map(|e| {
+                e.inner_code
+                    .clone()
+                    .unwrap_or_else(|| e.code.as_str().to_owned())
+            }),
+        });
+    }
+
+    fn check_usable(row: &KeyVersionRow, op: &str, now_ms: i64) -> Result<KeyAttrs> {
+        let a = Self::attrs(row)?;
+        if !a.enabled {
+            return Err(forbidden(
+                "KeyDisabled",
+                format!("Operation {op} is not allowed on a disabled key."),
+            ));
+        }
+        if a.nbf.is_some_and(|n| now_ms < n * 1000) {
+            return Err(forbidden(
+                "KeyNotYetValid",
+                format!("Operation {op} is not allowed: the key is not yet valid (nbf)."),
+            ));
+        }
+        if a.exp.is_some_and(|e| now_ms >= e * 1000) {
+            return Err(forbidden(
+                "KeyExpired",
+                format!("Operation {op} is not allowed: the key has expired (exp)."),
+            ));
+        }
+        Ok(a)
+    }
+
+    /// Runs one audited data-plane operation on a key version that must be usable for `op`.
+    fn with_key<T>(
+        &self,
+        k: &KeyRef<'_>,
+        op: &str,
+        f: impl FnOnce(&KeyVaultRow, &KeyVersionRow, Material) -> Result<T>,
+    ) -> Result<T> {
+        let KeyRef {
+            principal,
+            vault,
+            name,
+            version,
+        } = *k;
+        let permission = op;
+        let v = self.live_vault(vault)?;
+        let mut used_version = version.map(str::to_owned);
+        let r = (|| {
+            self.authorize_key(principal, &v, Some(name), permission)?;
+            let k = self.live_key(&v, name)?;
+            let row = self.version_row(&v, &k, version)?;
+            used_version = Some(row.version.clone());
+            let a = Self::check_usable(&row, op, util::clock_ms())?;
+            if !a.key_ops.iter().any(|o| o.eq_ignore_ascii_case(op)) {
+                return Err(forbidden(
+                    "OperationNotAllowed",
+                    format!(
+                        "Operation {op} is not permitted on this key (key_ops: {}).",
+                        a.key_ops.join(", ")
+                    ),
+                ));
+            }
+            let key = self.open_material(&v, &row)?;
+            f(&v, &row, key)
+        })();
+        self.audit_key(&v, principal, op, Some(name), used_version.as_deref(), &r);
+        r
+    }
+
+    /// One RSA-OAEP operation (`op`: wrapKey, unwrapKey, encrypt, decrypt) on the
+    /// key version `k`; returns the versioned kid with the output.
+    fn rsa_op<T>(
+        &self,
+        k: &KeyRef<'_>,
+        op: &str,
+        alg: &str,
+        f: impl FnOnce(&Material, EncryptionAlgorithm) -> coffer_keyvault::Result<T>,
+    ) -> Result<(String, T)> {
+        let alg = EncryptionAlgorithm::parse(alg).map_err(kv_err);
+        self.with_key(k, op, |v, row, key| {
+            let out = f(&key, alg?).map_err(kv_err)?;
+            Ok((Self::kid(v, &row.name, &row.version), out))
+        })
+    }
+
+    /// wrapKey / encrypt.
+    pub(crate) fn key_encrypt(
+        &self,
+        k: &KeyRef<'_>,
+        op: &str,
+        alg: &str,
+        plain: &[u8],
+    ) -> Result<KeyOperationResult> {
+        let (kid, (value, used)) = self.rsa_op(k, op, alg, |key, a| key.encrypt(a, plain))?;
+        Ok(KeyOperationResult {
+            kid,
+            value,
+            alg: used.as_str().to_owned(),
+        })
+    }
+
+    /// unwrapKey / decrypt.
+    pub(crate) fn key_decrypt(
+        &self,
+        k: &KeyRef<'_>,
+        op: &str,
+        alg: &str,
+        cipher: &[u8],
+    ) -> Result<UnwrapResult> {
+        let (kid, value) = self.rsa_op(k, op, alg, |key, a| key.decrypt(a, cipher))?;
+        Ok(UnwrapResult { kid, value })
+    }
+
+    /// `coffer keyvault key wrap|encrypt` (`value`: base64url).
+    pub fn key_wrap(&self, k: &KeyRef<'_>, op: &str, alg: &str, value_b64: &str) -> Result<Value> {
+        let plain = from_b64(value_b64)?;
+        let r = self.key_encrypt(k, op, alg, &plain)?;
+        Ok(json!({ "kid": r.kid, "value": b64url(&r.value), "alg": r.alg }))
+    }
+
+    /// `coffer keyvault key unwrap|decrypt` (`value`: base64url).
+    pub fn key_unwrap(
+        &self,
+        k: &KeyRef<'_>,
+        op: &str,
+        alg: &str,
+        value_b64: &str,
+    ) -> Result<Value> {
+        let r = self.key_decrypt(k, op, alg, &from_b64(value_b64)?)?;
+        Ok(json!({ "kid": r.kid, "value": b64url(r.value.expose()), "alg": alg }))
+    }
+
+    /// `coffer keyvault key sign` (value: the digest, base64url).
+    pub fn key_sign(&self, k: &KeyRef<'_>, alg: &str, digest_b64: &str) -> Result<Value> {
+        let d = from_b64(digest_b64)?;
+        let a = SignatureAlgorithm::parse(alg).map_err(kv_err);
+        self.with_key(k, "sign", |v, row, key| {
+            let sig = key.sign(a?, &d).map_err(kv_err)?;
+            Ok(json!({ "kid": Self::kid(v, &row.name, &row.version), "value": b64url(&sig), "alg": alg }))
+        })
+    }
+
+    /// `coffer keyvault key verify`.
+    pub fn key_verify(
+        &self,
+        k: &KeyRef<'_>,
+        alg: &str,
+        digest_b64: &str,
+        sig_b64: &str,
+    ) -> Result<Value> {
+        let (d, s) = (from_b64(digest_b64)?, from_b64(sig_b64)?);
+        let a = SignatureAlgorithm::parse(alg).map_err(kv_err);
+        self.with_key(k, "verify", |_, _, key| {
+            Ok(json!({ "value": key.verify(a?, &d, &s).map_err(kv_err)? }))
+        })
+    }
+}
