@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Coffer, Out, SOFTHSM, softhsm_token};
+use common::{Coffer, Out, SOFTHSM, TOKEN_PIN, softhsm_token};
 
 const DEK_B64: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8"; // bytes 0..32
 
@@ -751,7 +751,7 @@ fn managed_hsm_local_rbac_and_token_keys() {
             "SoftHSM2 2.6.1 lacks OAEP-SHA256"
         );
         let text = String::from_utf8_lossy(&created.stdout).to_string();
-        assert!(!text.contains("4321"), "the PIN never appears");
+        assert!(!text.contains(TOKEN_PIN), "the PIN never appears");
     }
     for (h, k) in [("hsm-a", "k1"), ("hsm-a", "k2"), ("hsm-b", "k1")] {
         let b = line(

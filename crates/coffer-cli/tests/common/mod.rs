@@ -339,7 +339,11 @@ pub fn snapshot(root: &Path) -> Snapshot {
 /// The SoftHSM2 PKCS#11 module.
 pub const SOFTHSM: &str = "/usr/lib/softhsm/libsofthsm2.so";
 
-/// A fresh SoftHSM2 token `coffer-test` (user PIN 4321) in the test's directory:
+/// The user PIN of [`softhsm_token`]: not hex digits, so that a test can check it
+/// never appears in output (a random GUID can contain any run of hex digits).
+pub const TOKEN_PIN: &str = "pin-Rq7w";
+
+/// A fresh SoftHSM2 token `coffer-test` (user PIN [`TOKEN_PIN`]) in the test's directory:
 /// (SOFTHSM2_CONF path, PIN file). `None` (test skipped) when SoftHSM2 is not installed.
 pub fn softhsm_token(c: &Coffer) -> Option<(std::path::PathBuf, std::path::PathBuf)> {
     if !std::path::Path::new(SOFTHSM).exists() {
@@ -365,7 +369,7 @@ pub fn softhsm_token(c: &Coffer) -> Option<(std::path::PathBuf, std::path::PathB
             "--label",
             "coffer-test",
             "--pin",
-            "4321",
+            TOKEN_PIN,
             "--so-pin",
             "8765",
         ])
@@ -378,6 +382,6 @@ pub fn softhsm_token(c: &Coffer) -> Option<(std::path::PathBuf, std::path::PathB
         String::from_utf8_lossy(&st.stderr)
     );
     let pin = c.path("pin");
-    std::fs::write(&pin, "4321\n").unwrap();
+    std::fs::write(&pin, format!("{TOKEN_PIN}\n")).unwrap();
     Some((conf, pin))
 }
