@@ -566,7 +566,7 @@ fn rotation_policy_makes_versions_and_old_versions_still_unwrap() {
 const PY: &str = r#"
 import sys, base64
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa, padding
+from cryptography.hazmat.primitives.asymmetric import rsa, padding, ec, utils
 def b64(b): return base64.urlsafe_b64encode(b).decode().rstrip("=")
 def unb64(s): return base64.urlsafe_b64decode(s + "=" * (-len(s) % 4))
 def oaep(alg):
@@ -583,6 +583,15 @@ elif cmd == "wrap":
     print(b64(k.encrypt(unb64(sys.argv[4]), oaep(sys.argv[3]))))
 elif cmd == "wrap-pub":
     print(b64(serialization.load_pem_public_key(data).encrypt(unb64(sys.argv[4]), oaep(sys.argv[3]))))
+elif cmd == "ecverify":
+    # PEM public key, algorithm, digest and raw r||s signature (base64url): exit 0 iff valid.
+    k = serialization.load_pem_public_key(data)
+    h = {"ES256": hashes.SHA256(), "ES384": hashes.SHA384(), "ES512": hashes.SHA512()}[sys.argv[3]]
+    sig = unb64(sys.argv[5])
+    n = len(sig) // 2
+    der = utils.encode_dss_signature(int.from_bytes(sig[:n], "big"), int.from_bytes(sig[n:], "big"))
+    k.verify(der, unb64(sys.argv[4]), ec.ECDSA(utils.Prehashed(h)))
+    print(k.curve.name)
 elif cmd == "unwrap":
     k = serialization.load_pem_private_key(data, None)
     print(b64(k.decrypt(unb64(sys.argv[4]), oaep(sys.argv[3]))))
@@ -875,15 +884,6 @@ fn managed_hsm_local_rbac_and_token_keys() {
         let u = line(None, &unwrap).ok().clone();
         assert_eq!(u["value"], DEK_B64);
     }
-    // HSM key types and import are refused where they cannot work.
-    assert_eq!(
-        line(
-            None,
-            "keyvault key create --hsm-name hsm-a -n e --kty EC-HSM"
-        )
-        .code(),
-        "BadParameter"
-    );
     // Rotation makes a new token key; the old version still unwraps; purge destroys it.
     line(None, "keyvault key rotate --hsm-name hsm-a -n k1").ok();
     let ver1 = w["kid"]
@@ -933,4 +933,166 @@ fn managed_hsm_local_rbac_and_token_keys() {
                 && r["operationName"] == "unwrapKey"
                 && r["result"] == "Succeeded")
     );
+}
+
+/// Runs `coffer -o json WORDS...` with the test token's SoftHSM2 configuration.
+fn hsm_sh(c: &Coffer, conf: &std::path::Path, line: &str) -> Out {
+    let mut args = vec!["-o", "json"];
+    args.extend(line.split_whitespace());
+    let mut cmd = c.command(&args);
+    cmd.env("SOFTHSM2_CONF", conf);
+    c.run_with(cmd, None)
+}
+
+#[test]
+fn managed_hsm_ec_keys_sign_in_the_token() {
+    let c = Coffer::new();
+    let Some((conf, pin)) = softhsm_token(&c) else {
+        return;
+    };
+    let hsm = |l: &str| hsm_sh(&c, &conf, l);
+    hsm(&format!(
+        "keyvault create --hsm-name hsm-ec --pkcs11-module {SOFTHSM} --token-label coffer-test --pin-file {}",
+        pin.display()
+    ))
+    .ok();
+    let has_python = std::process::Command::new("python3")
+        .args(["-c", "import cryptography"])
+        .status()
+        .is_ok_and(|s| s.success());
+    for (crv, alg, n, py_curve) in [
+        ("P-256", "ES256", 32usize, "secp256r1"),
+        ("P-384", "ES384", 48, "secp384r1"),
+        ("P-521", "ES512", 66, "secp521r1"),
+    ] {
+        let name = format!("ec{n}");
+        let b = hsm(&format!(
+            "keyvault key create --hsm-name hsm-ec -n {name} --kty EC-HSM --curve {crv}"
+        ))
+        .ok()
+        .clone();
+        // The JWK shape: crv, x, y (each coordinate n bytes), no RSA or private part.
+        let key = &b["key"];
+        assert_eq!(
+            (key["kty"].as_str(), key["crv"].as_str()),
+            (Some("EC-HSM"), Some(crv))
+        );
+        for coord in ["x", "y"] {
+            let len = key[coord].as_str().unwrap().len();
+            assert_eq!(len, (n * 4).div_ceil(3), "{coord} of {crv}");
+        }
+        assert!(key["n"].is_null() && key["d"].is_null());
+        assert_eq!(key["key_ops"], serde_json::json!(["sign", "verify"]));
+        // Sign through the token; raw r||s; Coffer verifies it, and not another digest.
+        let digest_len = match alg {
+            "ES256" => 32,
+            "ES384" => 48,
+            _ => 64,
+        };
+        let digest = b64(&(0..digest_len).map(|i| i as u8 ^ 0x5a).collect::<Vec<_>>());
+        let other = b64(&vec![1u8; digest_len]);
+        let sel = format!("--hsm-name hsm-ec -n {name} -a {alg}");
+        let signed = hsm(&format!("keyvault key sign {sel} --value {digest}"))
+            .ok()
+            .clone();
+        let sig = signed["value"].as_str().unwrap().to_owned();
+        assert_eq!(sig.len(), (2 * n * 4).div_ceil(3), "raw r||s of {crv}");
+        assert_eq!(signed["kid"], key["kid"]);
+        let verify = |d: &str| {
+            hsm(&format!(
+                "keyvault key verify {sel} --value {d} --signature {sig}"
+            ))
+            .ok()["value"]
+                .clone()
+        };
+        assert_eq!(verify(&digest), true);
+        assert_eq!(verify(&other), false);
+        // The downloaded PEM verifies the token's signature in Python `cryptography`.
+        let pem = c.path(&format!("{name}.pem"));
+        hsm(&format!(
+            "keyvault key download --hsm-name hsm-ec -n {name} -f {}",
+            pem.display()
+        ))
+        .ok();
+        let text = std::fs::read_to_string(&pem).unwrap();
+        assert!(text.starts_with("-----BEGIN PUBLIC KEY-----"), "{text}");
+        if has_python {
+            let curve = python(&["ecverify", pem.to_str().unwrap(), alg, &digest, &sig]);
+            assert_eq!(curve, py_curve);
+        }
+    }
+    // The wrong algorithm or digest length for the curve is a bad parameter.
+    for l in [
+        "keyvault key sign --hsm-name hsm-ec -n ec32 -a ES384 --value AAAA",
+        "keyvault key sign --hsm-name hsm-ec -n ec32 -a ES256 --value AAAA",
+    ] {
+        assert_eq!(hsm(l).code(), "BadParameter", "{l}");
+    }
+    // wrapKey on an EC key: not in its key_ops (Forbidden / OperationNotAllowed); with
+    // wrapKey in key_ops, still refused: it needs an RSA key (BadParameter).
+    let wrap = |k: &str| {
+        hsm(&format!(
+            "keyvault key wrap --hsm-name hsm-ec -n {k} --value {DEK_B64}"
+        ))
+    };
+    assert_eq!(inner(&wrap("ec32")), "OperationNotAllowed");
+    hsm("keyvault key create --hsm-name hsm-ec -n ecw --kty EC-HSM --ops sign verify wrapKey").ok();
+    let e = wrap("ecw").err();
+    assert_eq!(e["code"], "BadParameter");
+    assert!(
+        e["message"].as_str().unwrap().contains("needs an RSA key"),
+        "{e}"
+    );
+    // Rotation keeps the curve in the token; the old version still verifies its signature.
+    let old = hsm("keyvault key show --hsm-name hsm-ec -n ec48").ok()["key"]["kid"].clone();
+    let digest = b64(&[7u8; 48]);
+    let sig = hsm(&format!(
+        "keyvault key sign --hsm-name hsm-ec -n ec48 -a ES384 --value {digest}"
+    ))
+    .ok()["value"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let new = hsm("keyvault key rotate --hsm-name hsm-ec -n ec48").ok()["key"].clone();
+    assert_eq!(
+        (new["kty"].as_str(), new["crv"].as_str()),
+        (Some("EC-HSM"), Some("P-384"))
+    );
+    assert_ne!(new["kid"], old);
+    let ver = old.as_str().unwrap().rsplit('/').next().unwrap();
+    let verify = |v: &str| {
+        hsm(&format!(
+            "keyvault key verify --hsm-name hsm-ec -n ec48 {v} -a ES384 --value {digest} --signature {sig}"
+        ))
+        .ok()["value"]
+            .clone()
+    };
+    assert_eq!(verify(&format!("--version {ver}")), true);
+    assert_eq!(verify(""), false);
+    // A key vault has no token: EC-HSM is refused there, never emulated.
+    admin(&c, "keyvault create -n kv-noh");
+    let e = sh(
+        &c,
+        None,
+        "keyvault key create --vault-name kv-noh -n e --kty EC-HSM",
+    )
+    .err();
+    assert_eq!(e["code"], "BadParameter");
+    assert!(e["message"].as_str().unwrap().contains("PKCS#11"), "{e}");
+}
+
+/// base64url without padding.
+fn b64(bytes: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..=chunk.len() {
+            out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+        }
+    }
+    out
 }

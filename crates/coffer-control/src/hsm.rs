@@ -19,7 +19,7 @@ use serde_json::Value;
 
 use crate::{
     Error, ErrorCode, Instance, KeyVaultOptions, Result,
-    keyvault::{KeyAttrs, bad, forbidden, kv_err, rbac_denied},
+    keyvault::{KeyAttrs, KeySpec, bad, forbidden, kv_err, rbac_denied},
 };
 
 /// A managed HSM's token, as stored in its properties (no secret: the PIN stays in its file).
@@ -42,8 +42,16 @@ pub(crate) enum Material {
 
 fn hsm_unsupported(op: &str) -> KvError {
     KvError::BadParameter(format!(
-        "operation {op} is not supported for managed HSM keys in this version of Coffer"
+        "operation {op} is not supported for RSA-HSM keys in this version of Coffer (EC-HSM keys sign and verify)"
     ))
+}
+
+/// An EC token key's curve; `op` is refused on RSA token keys.
+fn ec_curve(jwk: &JsonWebKey, op: &str) -> coffer_keyvault::Result<coffer_keyvault::Curve> {
+    if jwk.crv.is_none() {
+        return Err(hsm_unsupported(op));
+    }
+    hsm::jwk_curve(jwk)
 }
 
 impl Material {
@@ -75,7 +83,10 @@ impl Material {
     ) -> coffer_keyvault::Result<SecretBytes> {
         match self {
             Self::Soft(k) => k.decrypt(alg, c),
-            Self::Hsm(b) => b.0.decrypt(&b.1, alg, c),
+            Self::Hsm(b) => {
+                hsm::need_rsa_key(&b.2, "decrypt")?;
+                b.0.decrypt(&b.1, alg, c)
+            }
         }
     }
 
@@ -87,7 +98,7 @@ impl Material {
     ) -> coffer_keyvault::Result<Vec<u8>> {
         match self {
             Self::Soft(k) => k.sign(alg, d),
-            Self::Hsm(..) => Err(hsm_unsupported("sign")),
+            Self::Hsm(b) => b.0.sign_ec(&b.1, ec_curve(&b.2, "sign")?, alg, d),
         }
     }
 
@@ -100,7 +111,7 @@ impl Material {
     ) -> coffer_keyvault::Result<bool> {
         match self {
             Self::Soft(k) => k.verify(alg, d, s),
-            Self::Hsm(..) => Err(hsm_unsupported("verify")),
+            Self::Hsm(b) => b.0.verify_ec(&b.1, ec_curve(&b.2, "verify")?, alg, d, s),
         }
     }
 
@@ -165,33 +176,27 @@ impl Instance {
         Ok(Material::Hsm(Box::new((Self::open_hsm(v)?, id, jwk))))
     }
 
-    /// Generates a new version of `name` inside the HSM's token.
+    /// Generates a new version of `name` inside the HSM's token (`RSA-HSM` or `EC-HSM`).
     pub(crate) fn create_hsm_version(
         &self,
         v: &KeyVaultRow,
         name: &str,
-        kty: &str,
-        size: Option<u32>,
+        spec: KeySpec,
         mut attrs: KeyAttrs,
     ) -> Result<KeyVersionRow> {
-        if !["RSA", "RSA-HSM"]
-            .iter()
-            .any(|k| k.eq_ignore_ascii_case(kty))
-        {
-            return Err(bad(format!(
-                "key type {kty} is not available in a Coffer managed HSM yet: use RSA-HSM"
-            )));
-        }
         let version = uuid::Uuid::new_v4().simple().to_string();
         let id = hex::decode(&version).map_err(|_| Error::internal("malformed key version"))?;
         let hsm = Self::open_hsm(v)?;
-        let jwk = hsm
-            .generate_rsa(size.unwrap_or(2048), &id)
-            .map_err(kv_err)?;
+        let (jwk, default_ops): (_, &[&str]) = match spec {
+            KeySpec::Rsa(bits) => (
+                hsm.generate_rsa(bits, &id),
+                &["encrypt", "decrypt", "wrapKey", "unwrapKey"],
+            ),
+            KeySpec::Ec(curve) => (hsm.generate_ec(curve, &id), &["sign", "verify"]),
+        };
+        let jwk = jwk.map_err(kv_err)?;
         if attrs.key_ops.is_empty() {
-            attrs.key_ops = ["encrypt", "decrypt", "wrapKey", "unwrapKey"]
-                .map(String::from)
-                .to_vec();
+            attrs.key_ops = default_ops.iter().map(|o| (*o).to_owned()).collect();
         }
         let canonical = self.canonical_key_name(v, name)?;
         self.store_public_version(v, &canonical, version, &jwk, Vec::new(), attrs)

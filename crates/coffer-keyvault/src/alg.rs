@@ -96,6 +96,20 @@ impl SignatureAlgorithm {
         }
     }
 
+    /// Refuses a digest of the wrong length for this algorithm.
+    pub(crate) fn check_digest(self, digest: &[u8]) -> Result<()> {
+        let want = self.digest().output_len();
+        if digest.len() == want {
+            Ok(())
+        } else {
+            Err(KvError::BadParameter(format!(
+                "{} signs a {want}-byte digest; the value is {} bytes",
+                self.as_str(),
+                digest.len()
+            )))
+        }
+    }
+
     /// The digest the caller must supply.
     pub(crate) fn digest(self) -> &'static aws_lc_rs::digest::Algorithm {
         use aws_lc_rs::digest::{SHA256, SHA384, SHA512};

@@ -70,7 +70,16 @@ impl Curve {
         }
     }
 
-    const ALL: [Curve; 3] = [Self::P256, Self::P384, Self::P521];
+    pub(crate) const ALL: [Curve; 3] = [Self::P256, Self::P384, Self::P521];
+
+    /// Bytes of one coordinate (and of r and of s in a raw ECDSA signature).
+    pub(crate) fn coordinate_len(self) -> usize {
+        match self {
+            Self::P256 => 32,
+            Self::P384 => 48,
+            Self::P521 => 66,
+        }
+    }
 
     fn signing(self) -> &'static EcdsaSigningAlgorithm {
         match self {
@@ -88,7 +97,7 @@ impl Curve {
         }
     }
 
-    fn signature_alg(self) -> SignatureAlgorithm {
+    pub(crate) fn signature_alg(self) -> SignatureAlgorithm {
         match self {
             Self::P256 => SignatureAlgorithm::Es256,
             Self::P384 => SignatureAlgorithm::Es384,
@@ -140,6 +149,17 @@ impl std::fmt::Debug for PrivateKey {
             .field("kty", &self.kty)
             .field("curve", &self.curve)
             .finish_non_exhaustive()
+    }
+}
+
+/// Refuses an RSA-only operation (`op`) on a key of type `kty` (`EC`, `EC-HSM`).
+pub(crate) fn need_rsa(kty: &str, op: &str) -> Result<()> {
+    if kty.starts_with("RSA") {
+        Ok(())
+    } else {
+        Err(KvError::BadParameter(format!(
+            "operation {op} needs an RSA key; this key is {kty}"
+        )))
     }
 }
 
@@ -339,13 +359,7 @@ impl PrivateKey {
     }
 
     fn need_rsa(&self, op: &str) -> Result<()> {
-        if self.kty != KeyType::Rsa {
-            return Err(KvError::BadParameter(format!(
-                "operation {op} needs an RSA key; this key is {}",
-                self.kty.as_str()
-            )));
-        }
-        Ok(())
+        need_rsa(self.kty.as_str(), op)
     }
 
     /// RSA-OAEP encryption with the public key (wrapKey / encrypt).
@@ -392,14 +406,8 @@ impl PrivateKey {
     }
 
     fn digest(alg: SignatureAlgorithm, digest: &[u8]) -> Result<Digest> {
-        Digest::import_less_safe(digest, alg.digest()).map_err(|_| {
-            KvError::BadParameter(format!(
-                "{} signs a {}-byte digest; the value is {} bytes",
-                alg.as_str(),
-                alg.digest().output_len(),
-                digest.len()
-            ))
-        })
+        alg.check_digest(digest)?;
+        Digest::import_less_safe(digest, alg.digest()).map_err(|_| crypto("unusable digest"))
     }
 
     fn rsa_params(

@@ -215,6 +215,37 @@ impl Instance {
         }
     }
 
+    /// Whether a key type a managed HSM accepts is EC (`RSA`/`RSA-HSM`, `EC`/`EC-HSM`).
+    fn hsm_kty(kty: &str) -> Result<bool> {
+        match kty.to_ascii_uppercase().as_str() {
+            "RSA" | "RSA-HSM" => Ok(false),
+            "EC" | "EC-HSM" => Ok(true),
+            _ => Err(bad(format!(
+                "unsupported key type {kty:?} in a managed HSM: use RSA-HSM or EC-HSM"
+            ))),
+        }
+    }
+
+    /// Generates a new current version of `name`: in the vault's token (managed HSM)
+    /// or as a software key sealed under the master key.
+    fn new_version(
+        &self,
+        v: &KeyVaultRow,
+        name: &str,
+        spec: KeySpec,
+        attrs: KeyAttrs,
+    ) -> Result<KeyVersionRow> {
+        if Self::is_hsm(v) {
+            return self.create_hsm_version(v, name, spec, attrs);
+        }
+        let key = match spec {
+            KeySpec::Rsa(bits) => PrivateKey::generate_rsa(bits),
+            KeySpec::Ec(curve) => PrivateKey::generate_ec(curve),
+        }
+        .map_err(kv_err)?;
+        self.store_version(v, name, &key, attrs)
+    }
+
     /// `coffer keyvault key create` (a new version if the key exists).
     pub fn create_key(&self, vault: &str, name: &str, o: KeyCreateOptions) -> Result<Value> {
         self.key_mgmt(
@@ -226,30 +257,14 @@ impl Instance {
             |v| {
                 Self::check_key_name(name)?;
                 self.refuse_deleted_name(v, name)?;
-                if Self::is_hsm(v) {
-                    let exp = o.expires.or(self.policy_expiry(v, name)?);
-                    let row = self.create_hsm_version(v, name, &o.kty, o.size, o.attrs(exp))?;
-                    return Ok((self.bundle(v, &row)?, Some(row.version)));
-                }
-                let key = match Self::software_kty(&o.kty)? {
-                    "RSA" => {
-                        if o.curve.is_some() {
-                            return Err(bad("--curve applies to EC keys only"));
-                        }
-                        PrivateKey::generate_rsa(o.size.unwrap_or(2048)).map_err(kv_err)?
-                    }
-                    _ => {
-                        if o.size.is_some() {
-                            return Err(bad("--size applies to RSA keys only"));
-                        }
-                        let c =
-                            coffer_keyvault::Curve::parse(o.curve.as_deref().unwrap_or("P-256"))
-                                .map_err(kv_err)?;
-                        PrivateKey::generate_ec(c).map_err(kv_err)?
-                    }
+                let ec = if Self::is_hsm(v) {
+                    Self::hsm_kty(&o.kty)?
+                } else {
+                    Self::software_kty(&o.kty)? == "EC"
                 };
+                let spec = KeySpec::parse(ec, o.size, o.curve.as_deref())?;
                 let exp = o.expires.or(self.policy_expiry(v, name)?);
-                let row = self.store_version(v, name, &key, o.attrs(exp))?;
+                let row = self.new_version(v, name, spec, o.attrs(exp))?;
                 Ok((self.bundle(v, &row)?, Some(row.version)))
             },
         )
@@ -508,22 +523,7 @@ impl Instance {
             key_ops: a.key_ops,
             tags: a.tags,
         };
-        let bits = jwk
-            .n
-            .as_deref()
-            .map(|n| coffer_keyvault::from_b64url(n).map(|b| b.len() as u32 * 8))
-            .transpose()
-            .map_err(kv_err)?;
-        if cur.kty.ends_with("-HSM") {
-            return self.create_hsm_version(v, &k.name, &cur.kty, bits, attrs);
-        }
-        let key = match bits {
-            Some(bits) => PrivateKey::generate_rsa(bits),
-            None => coffer_keyvault::Curve::parse(jwk.crv.as_deref().unwrap_or("P-256"))
-                .and_then(PrivateKey::generate_ec),
-        }
-        .map_err(kv_err)?;
-        self.store_version(v, &k.name, &key, attrs)
+        self.new_version(v, &k.name, KeySpec::of(&jwk)?, attrs)
     }
 
     /// `coffer keyvault key rotate`: a new version now.

@@ -164,6 +164,39 @@ impl KeyCreateOptions {
     }
 }
 
+/// What a new key version is: RSA of a size, or EC on a curve.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum KeySpec {
+    /// RSA with this many bits.
+    Rsa(u32),
+    /// EC on this curve.
+    Ec(coffer_keyvault::Curve),
+}
+
+impl KeySpec {
+    /// From the key family (`ec`) and `--size` / `--curve` (defaults 2048, P-256).
+    fn parse(ec: bool, size: Option<u32>, curve: Option<&str>) -> Result<Self> {
+        match (ec, size, curve) {
+            (false, _, Some(_)) => Err(bad("--curve applies to EC keys only")),
+            (true, Some(_), _) => Err(bad("--size applies to RSA keys only")),
+            (false, size, None) => Ok(Self::Rsa(size.unwrap_or(2048))),
+            (true, None, curve) => coffer_keyvault::Curve::parse(curve.unwrap_or("P-256"))
+                .map(Self::Ec)
+                .map_err(kv_err),
+        }
+    }
+
+    /// The type and size or curve of an existing version (its public JWK).
+    fn of(jwk: &coffer_keyvault::JsonWebKey) -> Result<Self> {
+        match (&jwk.n, &jwk.crv) {
+            (Some(n), _) => Ok(Self::Rsa(
+                coffer_keyvault::from_b64url(n).map_err(kv_err)?.len() as u32 * 8,
+            )),
+            (None, crv) => Self::parse(true, None, crv.as_deref()),
+        }
+    }
+}
+
 /// Attribute changes of `key set-attributes`.
 #[derive(Clone, Debug, Default)]
 pub struct KeyAttributeUpdate {
