@@ -493,22 +493,7 @@ fn rotation_policy_makes_versions_and_old_versions_still_unwrap() {
         .to_owned();
     let w1 = wrap(&c, None, "kv-rot", "cmk").ok().clone();
     assert_eq!(w1["kid"], v1.as_str());
-    let policy = |json: &str| {
-        c.run(&[
-            "-o",
-            "json",
-            "keyvault",
-            "key",
-            "rotation-policy",
-            "update",
-            "--vault-name",
-            "kv-rot",
-            "-n",
-            "cmk",
-            "--value",
-            json,
-        ])
-    };
+    let policy = |json: &str| set_rotation_policy(&c, "kv-rot", "cmk", json);
     assert_eq!(
         policy(r#"{"lifetimeActions":[],"attributes":{"expiryTime":"P27D"}}"#).code(),
         "BadParameter"
@@ -561,6 +546,101 @@ fn rotation_policy_makes_versions_and_old_versions_still_unwrap() {
             |r| r["callerPrincipalId"] == "KeyRotationPolicy" && r["operationName"] == "rotate"
         )
     );
+}
+
+/// `keyvault key rotation-policy update` of key `key` in vault `kv` with a JSON document.
+fn set_rotation_policy(c: &Coffer, kv: &str, key: &str, json: &str) -> Out {
+    c.run(&[
+        "-o",
+        "json",
+        "keyvault",
+        "key",
+        "rotation-policy",
+        "update",
+        "--vault-name",
+        kv,
+        "-n",
+        key,
+        "--value",
+        json,
+    ])
+}
+
+/// The `KeyNearExpiry` events published so far: (key id, version, time ms), oldest first.
+fn near_expiry_events(c: &Coffer) -> Vec<(String, String, i64)> {
+    let db = rusqlite::Connection::open(c.home.join("catalog.db")).unwrap();
+    let mut q = db
+        .prepare(
+            "SELECT key_id, version, time_ms FROM key_events \
+             WHERE event_type = 'KeyNearExpiry' ORDER BY seq",
+        )
+        .unwrap();
+    q.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+#[test]
+fn notify_action_publishes_key_near_expiry_once_per_version() {
+    let c = Coffer::new();
+    admin(&c, "keyvault create -n kv-ne");
+    let sel = "--vault-name kv-ne -n k";
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let exp = now + 90 * 86_400;
+    let v1 = admin(&c, &format!("keyvault key create {sel} --expires {exp}"))["key"]["kid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Notify 30 days before expiry; new versions expire 90 days after they are made.
+    let policy = r#"{"lifetimeActions":[{"trigger":{"timeBeforeExpiry":"P30D"},"action":{"type":"Notify"}}],"attributes":{"expiryTime":"P90D"}}"#;
+    set_rotation_policy(&c, "kv-ne", "k", policy).ok();
+    // Day 59: 31 days to go, nothing yet (the background work runs before every command).
+    sh_at(&c, 59, "keyvault list").ok();
+    assert_eq!(near_expiry_events(&c), []);
+    // Day 61: inside the 30 days: one event for the current version, at key vault time.
+    sh_at(&c, 61, "keyvault list").ok();
+    let events = near_expiry_events(&c);
+    assert_eq!(events.len(), 1, "{events:?}");
+    let ver1 = v1.rsplit('/').next().unwrap();
+    assert_eq!(
+        (events[0].0.as_str(), events[0].1.as_str()),
+        (v1.as_str(), ver1)
+    );
+    let day61_ms = (now as i64 + 61 * 86_400) * 1000;
+    assert!((events[0].2 - day61_ms).abs() < 600_000, "{events:?}");
+    // Once per version: later runs do not repeat it.
+    sh_at(&c, 62, "keyvault list").ok();
+    assert_eq!(near_expiry_events(&c).len(), 1);
+    // Notify does not rotate: the version is unchanged and, past exp, unusable.
+    assert_eq!(
+        admin(&c, &format!("keyvault key show {sel}"))["key"]["kid"],
+        v1.as_str()
+    );
+    assert_eq!(
+        inner(&sh_at(
+            &c,
+            91,
+            &format!("keyvault key wrap {sel} --value {DEK_B64}")
+        )),
+        "KeyExpired"
+    );
+    // A new version (rotated on day 62: exp day 152) is notified again from day 122 on.
+    let v2 = sh_at(&c, 62, &format!("keyvault key rotate {sel}")).ok()["key"]["kid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    sh_at(&c, 121, "keyvault list").ok();
+    assert_eq!(near_expiry_events(&c).len(), 1);
+    sh_at(&c, 123, "keyvault list").ok();
+    let events = near_expiry_events(&c);
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert_eq!(events[1].0, v2);
+    sh_at(&c, 124, "keyvault list").ok();
+    assert_eq!(near_expiry_events(&c).len(), 2);
 }
 
 const PY: &str = r#"
