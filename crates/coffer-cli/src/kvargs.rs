@@ -97,6 +97,9 @@ pub(crate) struct AssignmentFilter {
     /// Scope.
     #[arg(long)]
     pub(crate) scope: Option<String>,
+    /// Delete even if a backup vault's identity loses access to its customer-managed key.
+    #[arg(long)]
+    pub(crate) force: bool,
 }
 
 /// Vault options shared by create and update.
@@ -174,6 +177,9 @@ pub(crate) enum KeyVaultCmd {
         kv: KvName,
         #[command(flatten)]
         opts: KvOpts,
+        /// Apply even if a backup vault's identity loses access to its customer-managed key.
+        #[arg(long)]
+        force: bool,
     },
     /// Delete (soft delete) a key vault.
     Delete(KvName),
@@ -201,6 +207,9 @@ pub(crate) enum KeyVaultCmd {
         /// Principal (object) id.
         #[arg(long)]
         object_id: String,
+        /// Remove it even if a backup vault's customer-managed key is used through it.
+        #[arg(long)]
+        force: bool,
     },
     /// Keys.
     #[command(subcommand)]

@@ -103,6 +103,7 @@ pub(crate) fn role(inst: &Instance, cmd: RoleCmd, p: &Printer) -> Result<()> {
                 f.role.as_deref(),
                 f.assignee.as_deref(),
                 f.scope.as_deref(),
+                f.force,
             )?),
         },
     }
@@ -145,8 +146,8 @@ pub(crate) fn keyvault(inst: &Instance, cmd: KeyVaultCmd, p: &Printer) -> Result
         KeyVaultCmd::List { resource_group } => {
             p.value(&inst.list_key_vaults(resource_group.as_deref())?)
         }
-        KeyVaultCmd::Update { kv, opts: o } => {
-            p.value(&inst.update_key_vault(&kv.name, opts(o, None)?)?)
+        KeyVaultCmd::Update { kv, opts: o, force } => {
+            p.value(&inst.update_key_vault(&kv.name, opts(o, None)?, force)?)
         }
         KeyVaultCmd::Delete(kv) => p.value(&inst.delete_key_vault(&kv.name)?),
         KeyVaultCmd::ListDeleted => p.value(&inst.list_deleted_key_vaults()?),
@@ -157,9 +158,11 @@ pub(crate) fn keyvault(inst: &Instance, cmd: KeyVaultCmd, p: &Printer) -> Result
             object_id,
             key_permissions,
         } => p.value(&inst.set_key_vault_policy(&kv.name, &object_id, &key_permissions)?),
-        KeyVaultCmd::DeletePolicy { kv, object_id } => {
-            p.value(&inst.delete_key_vault_policy(&kv.name, &object_id)?)
-        }
+        KeyVaultCmd::DeletePolicy {
+            kv,
+            object_id,
+            force,
+        } => p.value(&inst.delete_key_vault_policy(&kv.name, &object_id, force)?),
         KeyVaultCmd::Audit(AuditCmd::List(kv)) => p.value(&inst.key_vault_audit(&kv.name)?),
         KeyVaultCmd::Key(k) => key(inst, k, p)?,
         KeyVaultCmd::Role(HsmRoleCmd::Assignment(a)) => match a {
@@ -189,6 +192,7 @@ pub(crate) fn keyvault(inst: &Instance, cmd: KeyVaultCmd, p: &Printer) -> Result
                 f.role.as_deref(),
                 f.assignee.as_deref(),
                 f.scope.as_deref(),
+                f.force,
             )?),
         },
     }

@@ -377,14 +377,19 @@ fn user_assigned_at_creation_backup_restore_and_revocation() {
             .any(|a| a["operationName"] == "unwrapKey" && a["result"] == "Succeeded")
     );
 
-    // Permission removed: the next backup fails with the code, recorded on the job.
-    ok(
+    // Switching the key vault to RBAC (the identity holds no role) would cut the vault
+    // off: refused without --force, nothing changes.
+    refused(
+        &c,
+        "keyvault update -n kv-ap --enable-rbac-authorization true",
+        "UserErrorCMKIdentityInUseForEncryption",
+    );
+    c.backup("vlt", "docs");
+    // Permission removed (only with --force): the next backup fails with the code,
+    // recorded on the job.
+    cut_off_only_with_force(
         &c,
         &format!("keyvault delete-policy -n kv-ap --object-id {upid}"),
-    );
-    assert_eq!(
-        backup_code(&c, "vlt"),
-        "UserErrorCMKMissingMangedIdentityPermissionOnKeyVault"
     );
     let jobs = ok(&c, "job list -v vlt");
     let failed = &jobs[0]["properties"];
@@ -566,6 +571,23 @@ fn enable_cmk_later_with_system_identity_on_rbac_key_vaults() {
     restore_identical(&c, "vlt", &rp3, &src, "rp3");
     c.restore("vlt", "docs", &rp1, &c.path("r-old")).ok();
 
+    // Removing one of two grants keeps access and is allowed; removing the last one is
+    // refused without --force.
+    let kv2_id = kv2["id"].as_str().unwrap();
+    assign(kv2_id);
+    let unassign = |scope: &str| {
+        format!(
+            "role assignment delete --role e147488a-f6f5-4113-8e2d-b22465e65bf6 --assignee {spid} --scope {scope}"
+        )
+    };
+    ok(&c, &unassign(&format!("{kv2_id}/keys/k2")));
+    refused(
+        &c,
+        &unassign(kv2_id),
+        "UserErrorCMKIdentityInUseForEncryption",
+    );
+    c.backup("vlt", "docs");
+
     // Disabling the system identity loses access: backups and deletions fail visibly.
     cut_off_only_with_force(&c, "backup-vault update -v vlt --type None");
     assert_eq!(
@@ -730,22 +752,25 @@ fn managed_hsm_key_with_local_rbac_wraps_with_rsa_oaep() {
         line(&create).code(),
         "UserErrorCMKMissingMangedIdentityPermissionOnKeyVault"
     );
-    let role = "Managed HSM Crypto Service Encryption User";
-    run(&[
-        "keyvault",
-        "role",
-        "assignment",
-        "create",
-        "--hsm-name",
-        "hsm-c",
-        "--role",
-        role,
-        "--assignee",
-        &upid,
-        "--scope",
-        "/keys/k",
-    ])
-    .ok();
+    // `keyvault role assignment VERB` of the identity's local role on the key.
+    let assignment = |verb: &str| {
+        let role = "Managed HSM Crypto Service Encryption User";
+        run(&[
+            "keyvault",
+            "role",
+            "assignment",
+            verb,
+            "--hsm-name",
+            "hsm-c",
+            "--role",
+            role,
+            "--assignee",
+            &upid,
+            "--scope",
+            "/keys/k",
+        ])
+    };
+    assignment("create").ok();
     let v = line(&create).ok().clone();
     let guid = v["properties"]["vaultId"].as_str().unwrap();
     let recs = stored_records(&c, guid);
@@ -767,6 +792,12 @@ fn managed_hsm_key_with_local_rbac_wraps_with_rsa_oaep() {
     ))
     .ok();
     assert_eq!(snapshot(&target), snapshot(&src));
+    // Removing the identity's local role is refused without --force.
+    assert_eq!(
+        assignment("delete").code(),
+        "UserErrorCMKIdentityInUseForEncryption"
+    );
+    run(&backup).ok();
     line("keyvault key set-attributes --hsm-name hsm-c -n k --enabled false").ok();
     assert_eq!(run(&backup).code(), "UserErrorCMKKeyDisabledOrExpired");
     line("keyvault key set-attributes --hsm-name hsm-c -n k --enabled true").ok();

@@ -1013,6 +1013,63 @@ impl Instance {
         Ok(())
     }
 
+    /// Refuses (`UserErrorCMKIdentityInUseForEncryption`, unless `force`) a key vault
+    /// permission change that would cut a backup vault off its customer-managed key:
+    /// a vault whose identity can now get, wrap and unwrap with its key, and could not
+    /// once key vault `kv_guid` reads `after(kv)` and the role assignments `removed`
+    /// are gone. Nothing is changed here; the caller makes the change after.
+    pub(crate) fn refuse_if_cuts_off_cmk(
+        &self,
+        kv_guid: Option<&str>,
+        after: &dyn Fn(&coffer_catalog::KeyVaultRow) -> coffer_catalog::KeyVaultRow,
+        removed: &[String],
+        force: bool,
+    ) -> Result<()> {
+        if force {
+            return Ok(());
+        }
+        let can_use = |principal: &str, kv: &coffer_catalog::KeyVaultRow, key: &str| {
+            ["get", "wrapKey", "unwrapKey"]
+                .iter()
+                .all(|p| self.authorize_key(principal, kv, Some(key), p).is_ok())
+        };
+        for v in self.catalog.vaults(None)? {
+            let Some(s) = self.vault_cmk(&v.guid)? else {
+                continue;
+            };
+            let Ok(principal) = self.cmk_principal(&s, &self.vault_identity(&v.guid)?) else {
+                continue;
+            };
+            let Ok((kv_name, key, _)) = self.parse_kid(&s.key_uri) else {
+                continue;
+            };
+            let Ok(kv) = self.live_vault(&kv_name) else {
+                continue;
+            };
+            if kv_guid.is_some_and(|g| g != kv.guid) || !can_use(&principal, &kv, &key) {
+                continue;
+            }
+            let still = {
+                let _what_if = self.rbac_what_if(removed);
+                can_use(&principal, &after(&kv), &key)
+            };
+            if !still {
+                return Err(cmk(
+                    ErrorCode::CmkIdentityInUseForEncryption,
+                    format!(
+                        "backup vault '{}' (group '{}') uses key '{key}' of key vault '{}' through \
+                         identity {principal}: after this change that identity could no longer \
+                         get, wrap and unwrap with it, and the vault's backups, restores and \
+                         deletions would fail. Give the identity access another way first, or \
+                         pass --force",
+                        v.name, v.resource_group, kv.name
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// `coffer activity-log list`: the activity log, newest first, optionally of one
     /// resource (and the resources below it).
     pub fn list_activity(&self, resource_id: Option<&str>) -> Result<Vec<Value>> {

@@ -336,7 +336,8 @@ impl Instance {
         self.list_role_assignments(assignee, scope, Some(&v.guid))
     }
 
-    /// `coffer keyvault role assignment delete --hsm-name`.
+    /// `coffer keyvault role assignment delete --hsm-name`. Refused, unless `force`,
+    /// when a backup vault's identity would lose access to its customer-managed key.
     pub fn delete_hsm_role_assignments(
         &self,
         hsm: &str,
@@ -344,6 +345,7 @@ impl Instance {
         role: Option<&str>,
         assignee: Option<&str>,
         scope: Option<&str>,
+        force: bool,
     ) -> Result<Vec<Value>> {
         let v = self.live_hsm(hsm)?;
         if !self.rbac_allows(self.principal(), "/", ROLE_WRITE, true, Some(&v.guid))? {
@@ -354,6 +356,6 @@ impl Instance {
                 ),
             ));
         }
-        self.delete_assignments(id, role, assignee, scope, Some(&v.guid))
+        self.delete_assignments(id, role, assignee, scope, Some(&v.guid), force)
     }
 }

@@ -82,6 +82,9 @@ pub struct Instance {
     pub(crate) acting_principal: String,
     /// Unwrapped customer-managed-key DEKs, each usable for `dekCacheSeconds`.
     pub(crate) dek_cache: crate::keys::DekCache,
+    /// Role assignment ids that authorization ignores while a change is evaluated
+    /// before it is made ([`Instance::rbac_what_if`]).
+    pub(crate) ignored_assignments: std::sync::Mutex<Vec<String>>,
 }
 
 impl std::fmt::Debug for Instance {
@@ -219,6 +222,7 @@ impl Instance {
             master,
             acting_principal,
             dek_cache: Default::default(),
+            ignored_assignments: Default::default(),
         };
         inst.reap_interrupted_jobs()?;
         Ok(inst)

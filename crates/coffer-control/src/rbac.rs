@@ -389,14 +389,43 @@ impl Instance {
         if hsm.is_none() && !data && principal.eq_ignore_ascii_case(self.admin_principal()) {
             return Ok(true); // implicit Owner at the subscription
         }
+        let ignored = self
+            .ignored_assignments
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         Ok(self
             .catalog
             .role_assignments(hsm)?
             .iter()
+            .filter(|a| !ignored.contains(&a.id))
             .filter(|a| a.principal_id.eq_ignore_ascii_case(principal))
             .filter(|a| scope_covers(&a.scope, scope))
             .filter_map(|a| role_by_id(&a.role_definition_id))
             .any(|r| r.grants(action, data)))
+    }
+
+    /// Authorization as if the role assignments `ids` did not exist, until the
+    /// returned guard drops (to evaluate a deletion before making it).
+    pub(crate) fn rbac_what_if(&self, ids: &[String]) -> impl Drop + '_ {
+        struct Restore<'a>(&'a Instance, Vec<String>);
+        impl Drop for Restore<'_> {
+            fn drop(&mut self) {
+                *self
+                    .0
+                    .ignored_assignments
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()) = std::mem::take(&mut self.1);
+            }
+        }
+        let mut g = self
+            .ignored_assignments
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let before = g.clone();
+        g.extend(ids.iter().cloned());
+        drop(g);
+        Restore(self, before)
     }
 
     /// Management-plane authorization: `AuthorizationFailed` unless the acting
@@ -547,6 +576,7 @@ impl Instance {
         assignee: Option<&str>,
         scope: Option<&str>,
         hsm_guid: Option<&str>,
+        force: bool,
     ) -> Result<Vec<Value>> {
         let role = role.map(find_role).transpose()?;
         let all = self.catalog.role_assignments(hsm_guid)?;
@@ -576,26 +606,32 @@ impl Instance {
                 "no role assignment matches the given id, role, assignee and scope",
             ));
         }
-        let mut out = Vec::new();
-        for a in doomed {
-            if hsm_guid.is_none() {
+        if hsm_guid.is_none() {
+            for a in &doomed {
                 self.authorize_action(&a.scope, "Microsoft.Authorization/roleAssignments/delete")?;
             }
+        }
+        let ids: Vec<String> = doomed.iter().map(|a| a.id.clone()).collect();
+        self.refuse_if_cuts_off_cmk(None, &|kv| kv.clone(), &ids, force)?;
+        let mut out = Vec::new();
+        for a in doomed {
             self.catalog.delete_role_assignment(&a.id)?;
             out.push(self.assignment_json(a));
         }
         Ok(out)
     }
 
-    /// `coffer role assignment delete`.
+    /// `coffer role assignment delete`. Refused when it would cut a backup vault off
+    /// its customer-managed key, unless `force`.
     pub fn delete_role_assignments(
         &self,
         id: Option<&str>,
         role: Option<&str>,
         assignee: Option<&str>,
         scope: Option<&str>,
+        force: bool,
     ) -> Result<Vec<Value>> {
-        let r = self.delete_assignments(id, role, assignee, scope, None);
+        let r = self.delete_assignments(id, role, assignee, scope, None, force);
         self.audit(
             "Microsoft.Authorization/roleAssignments/delete",
             scope.unwrap_or("/"),

@@ -41,7 +41,7 @@ fn from_b64(s: &str) -> Result<zeroize::Zeroizing<Vec<u8>>> {
 
 impl Instance {
     /// Authorises `permission` on key `key` (or the vault when `None`) for `principal`.
-    pub(super) fn authorize_key(
+    pub(crate) fn authorize_key(
         &self,
         principal: &str,
         v: &KeyVaultRow,

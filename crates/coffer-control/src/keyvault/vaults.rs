@@ -254,15 +254,19 @@ impl Instance {
         Ok(out)
     }
 
-    /// `coffer keyvault update`.
-    pub fn update_key_vault(&self, name: &str, o: KeyVaultOptions) -> Result<Value> {
+    /// `coffer keyvault update`. Refused, unless `force`, when the new settings
+    /// would cut a backup vault off its customer-managed key (e.g. switching the
+    /// permission model).
+    pub fn update_key_vault(&self, name: &str, o: KeyVaultOptions, force: bool) -> Result<Value> {
         let mut v = self.live_vault(name)?;
         let id = self.vault_arm_id(&v);
         let r = (|| {
             self.authorize_action(&id, "Microsoft.KeyVault/vaults/write")?;
             let mut p = Self::props(&v)?;
             Self::apply_options(&mut p, &o, false)?;
-            v.properties_json = to_catalog(&p)?;
+            let props = to_catalog(&p)?;
+            self.refuse_if_props_cut_off_cmk(&v, &props, force)?;
+            v.properties_json = props;
             if let Some(t) = &o.tags {
                 v.tags_json = serde_json::to_string(t).unwrap_or_else(|_| "{}".into());
             }
@@ -271,6 +275,21 @@ impl Instance {
         })();
         self.audit("Microsoft.KeyVault/vaults/write", &id, &r);
         r
+    }
+
+    /// Refuses (unless `force`) new properties for key vault `v` (permission model,
+    /// access policies) under which a backup vault's identity could no longer use its
+    /// customer-managed key.
+    fn refuse_if_props_cut_off_cmk(&self, v: &KeyVaultRow, props: &str, force: bool) -> Result<()> {
+        self.refuse_if_cuts_off_cmk(
+            Some(&v.guid),
+            &|kv| KeyVaultRow {
+                properties_json: props.to_owned(),
+                ..kv.clone()
+            },
+            &[],
+            force,
+        )
     }
 
     /// `coffer keyvault delete`: soft delete (recoverable for the retention period)
@@ -365,7 +384,7 @@ impl Instance {
         object_id: &str,
         key_permissions: &[String],
     ) -> Result<Value> {
-        self.edit_policy(name, object_id, |policies, tenant| {
+        self.edit_policy(name, object_id, false, |policies, tenant| {
             let mut perms = Vec::new();
             for k in key_permissions {
                 let canon = if k.eq_ignore_ascii_case("all") {
@@ -409,8 +428,15 @@ impl Instance {
     }
 
     /// `coffer keyvault delete-policy`: removes the principal's access policy.
-    pub fn delete_key_vault_policy(&self, name: &str, object_id: &str) -> Result<Value> {
-        self.edit_policy(name, object_id, |policies, _| {
+    /// Refused, unless `force`, when a backup vault's customer-managed key is used
+    /// through that principal.
+    pub fn delete_key_vault_policy(
+        &self,
+        name: &str,
+        object_id: &str,
+        force: bool,
+    ) -> Result<Value> {
+        self.edit_policy(name, object_id, force, |policies, _| {
             policies.retain(|p| !p.object_id.eq_ignore_ascii_case(object_id));
             Ok(())
         })
@@ -420,6 +446,7 @@ impl Instance {
         &self,
         name: &str,
         object_id: &str,
+        force: bool,
         f: impl FnOnce(&mut Vec<AccessPolicy>, &str) -> Result<()>,
     ) -> Result<Value> {
         let mut v = self.live_vault(name)?;
@@ -434,7 +461,9 @@ impl Instance {
             }
             let mut p = Self::props(&v)?;
             f(&mut p.access_policies, &self.row.tenant_id)?;
-            v.properties_json = to_catalog(&p)?;
+            let props = to_catalog(&p)?;
+            self.refuse_if_props_cut_off_cmk(&v, &props, force)?;
+            v.properties_json = props;
             self.catalog.update_key_vault(&v)?;
             self.vault_json(&v)
         })();
