@@ -175,6 +175,28 @@ fn every_rule_is_refused_with_its_code_and_changes_nothing() {
     ok(&c, "keyvault key create --vault-name kv-nopp -n k");
     ap_vault(&c, "kv-deny", "--default-action Deny");
     grant(&c, "kv-deny", &upid);
+    // An RSA key of a non-standard size (importable, not usable for CMK).
+    let pem = c.path("rsa2560.pem");
+    let keygen = std::process::Command::new("openssl")
+        .args([
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2560",
+            "-out",
+        ])
+        .arg(&pem)
+        .output()
+        .expect("openssl");
+    assert!(keygen.status.success(), "{keygen:?}");
+    ok(
+        &c,
+        &format!(
+            "keyvault key import --vault-name kv-good -n odd --pem-file {}",
+            pem.display()
+        ),
+    );
     let uri = |kv: &str, k: &str| format!("https://{kv}.vault.coffer.local/keys/{k}");
 
     let create_refusals = [
@@ -193,6 +215,7 @@ fn every_rule_is_refused_with_its_code_and_changes_nothing() {
         (uri("kv-good", "nope"), "UserErrorCMKKeyVaultAuthFailure"),
         (uri("kv-gone", "k"), "UserErrorCMKKeyVaultAuthFailure"),
         (uri("kv-good", "off"), "UserErrorCMKKeyDisabledOrExpired"),
+        (uri("kv-good", "odd"), "UserErrorCMKUnsupportedKeySize"),
         (uri("kv-good", "old"), "UserErrorCMKKeyDisabledOrExpired"),
         (
             "https://kv-good.example.com/keys/k".into(),

@@ -191,11 +191,14 @@ impl PrivateKey {
         Self::from_ec(curve, &kp)
     }
 
+    /// Generated keys are 2048, 3072 or 4096 bits; imported ones may be any size from
+    /// 2048 to 8192 bits that aws-lc-rs uses (customer-managed keys accept only the
+    /// three standard sizes: `UserErrorCMKUnsupportedKeySize`).
     fn from_rsa(kp: &RsaKeyPair) -> Result<Self> {
         let bits = kp.public_modulus_len() * 8;
-        if ![2048, 3072, 4096].contains(&bits) {
+        if !(2048..=8192).contains(&bits) {
             return Err(KvError::BadParameter(format!(
-                "unsupported RSA key size {bits}: use 2048, 3072 or 4096"
+                "unsupported RSA key size {bits}: RSA keys have 2048 to 8192 bits"
             )));
         }
         let der = kp.as_der().map_err(|_| crypto("RSA key encoding failed"))?;
