@@ -261,7 +261,7 @@ impl Catalog {
         p: P,
         f: fn(&Row<'_>) -> rusqlite::Result<T>,
     ) -> Result<Vec<T>> {
-        let mut st = self.conn.prepare(sql)?;
+        let mut st = self.conn.prepare_cached(sql)?;
         let rows = st.query_map(p, f)?;
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
@@ -272,7 +272,7 @@ impl Catalog {
         p: P,
         f: fn(&Row<'_>) -> rusqlite::Result<T>,
     ) -> Result<Option<T>> {
-        Ok(self.conn.query_row(sql, p, f).optional()?)
+        Ok(self.conn.prepare_cached(sql)?.query_row(p, f).optional()?)
     }
 
     // --------------------------------------------------------------- principals
@@ -633,10 +633,12 @@ impl Catalog {
 
     /// Appends a key audit record.
     pub fn log_key_audit(&self, a: &KeyAuditRow) -> Result<()> {
-        self.conn.execute(
-            "INSERT INTO kv_audit (vault_guid, time_ms, principal, operation, key_name, key_version, \
-             result, error_code) VALUES (?1,?2,?3,?4,?5,?6,?7,?8)",
-            params![
+        self.conn
+            .prepare_cached(
+                "INSERT INTO kv_audit (vault_guid, time_ms, principal, operation, key_name, \
+                 key_version, result, error_code) VALUES (?1,?2,?3,?4,?5,?6,?7,?8)",
+            )?
+            .execute(params![
                 a.vault_guid,
                 a.time_ms,
                 a.principal,
@@ -645,8 +647,7 @@ impl Catalog {
                 a.key_version,
                 a.result,
                 a.error_code
-            ],
-        )?;
+            ])?;
         Ok(())
     }
 

@@ -1,7 +1,12 @@
 //! Key material: generation, PEM import, sealing, public export and operations.
 
+use std::{
+    sync::{Arc, Mutex, OnceLock},
+    time::{Duration, Instant},
+};
+
 use aws_lc_rs::{
-    digest::Digest,
+    digest::{self, Digest},
     encoding::AsDer,
     rsa::{
         KeyPair as RsaKeyPair, KeySize, OaepPrivateDecryptingKey, OaepPublicEncryptingKey,
@@ -136,18 +141,29 @@ pub struct JsonWebKey {
 }
 
 /// A software key's private material: PKCS#8 DER, zeroized on drop, never
-/// printed, serialised or returned unsealed.
-pub struct PrivateKey {
+/// printed, serialised or returned unsealed. An RSA key is parsed for RSA-OAEP once,
+/// on its first encrypt or decrypt, and the parsed key pair is kept with it (aws-lc
+/// cleanses that memory when it is freed, with the PKCS#8).
+pub struct PrivateKey(Arc<KeyInner>);
+
+struct KeyInner {
     kty: KeyType,
     curve: Option<Curve>,
     pkcs8: SecretBytes,
+    oaep: OnceLock<OaepKeys>,
+}
+
+/// An RSA key parsed for RSA-OAEP (both halves).
+struct OaepKeys {
+    decrypting: OaepPrivateDecryptingKey,
+    encrypting: OaepPublicEncryptingKey,
 }
 
 impl std::fmt::Debug for PrivateKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PrivateKey")
-            .field("kty", &self.kty)
-            .field("curve", &self.curve)
+            .field("kty", &self.0.kty)
+            .field("curve", &self.0.curve)
             .finish_non_exhaustive()
     }
 }
@@ -163,11 +179,76 @@ pub(crate) fn need_rsa(kty: &str, op: &str) -> Result<()> {
     }
 }
 
+/// How long a key version unsealed by [`PrivateKey::open`] stays in this process's
+/// memory to serve later opens of the same sealed bytes under the same master key
+/// (RSA-OAEP parsing included): the bound on how long unsealed material outlives its
+/// last use. Every data-plane call still authorises and checks the key's state first.
+pub const KEY_CACHE_TTL: Duration = Duration::from_secs(300);
+/// At most this many unsealed key versions are kept.
+const KEY_CACHE_MAX: usize = 64;
+
+struct CacheEntry {
+    /// SHA-256 of (master key, purpose, sealed bytes): a hit is exactly what `open` was given.
+    id: [u8; 32],
+    key: PrivateKey,
+    opened: Instant,
+}
+
+static KEY_CACHE: Mutex<Vec<CacheEntry>> = Mutex::new(Vec::new());
+
+fn cache_id(master: &SecretKey, purpose: &str, sealed: &[u8]) -> [u8; 32] {
+    let mut ctx = digest::Context::new(&digest::SHA256);
+    ctx.update(b"coffer-keyvault unsealed-key cache\0");
+    ctx.update(master.expose());
+    ctx.update(&(purpose.len() as u64).to_le_bytes());
+    ctx.update(purpose.as_bytes());
+    ctx.update(sealed);
+    let mut id = [0u8; 32];
+    id.copy_from_slice(ctx.finish().as_ref());
+    id
+}
+
+/// The cached key of `id` if still fresh; drops (zeroizes) every expired entry.
+fn cache_get(id: &[u8; 32]) -> Option<PrivateKey> {
+    let mut c = KEY_CACHE.lock().unwrap_or_else(|p| p.into_inner());
+    c.retain(|e| e.opened.elapsed() < KEY_CACHE_TTL);
+    c.iter().find(|e| &e.id == id).map(|e| e.key.share())
+}
+
+fn cache_put(id: [u8; 32], key: &PrivateKey) {
+    let mut c = KEY_CACHE.lock().unwrap_or_else(|p| p.into_inner());
+    if c.iter().any(|e| e.id == id) {
+        return;
+    }
+    if c.len() >= KEY_CACHE_MAX {
+        c.remove(0); // the oldest
+    }
+    c.push(CacheEntry {
+        id,
+        key: key.share(),
+        opened: Instant::now(),
+    });
+}
+
 fn crypto(what: &str) -> KvError {
     KvError::Crypto(what.to_owned())
 }
 
 impl PrivateKey {
+    fn new(kty: KeyType, curve: Option<Curve>, pkcs8: SecretBytes) -> Self {
+        Self(Arc::new(KeyInner {
+            kty,
+            curve,
+            pkcs8,
+            oaep: OnceLock::new(),
+        }))
+    }
+
+    /// Another handle on the same material (for the cache).
+    fn share(&self) -> Self {
+        Self(Arc::clone(&self.0))
+    }
+
     /// Generates an RSA key of 2048, 3072 or 4096 bits.
     pub fn generate_rsa(bits: u32) -> Result<Self> {
         let size = match bits {
@@ -202,22 +283,22 @@ impl PrivateKey {
             )));
         }
         let der = kp.as_der().map_err(|_| crypto("RSA key encoding failed"))?;
-        Ok(Self {
-            kty: KeyType::Rsa,
-            curve: None,
-            pkcs8: SecretBytes::new(der.as_ref().to_vec()),
-        })
+        Ok(Self::new(
+            KeyType::Rsa,
+            None,
+            SecretBytes::new(der.as_ref().to_vec()),
+        ))
     }
 
     fn from_ec(curve: Curve, kp: &EcdsaKeyPair) -> Result<Self> {
         let doc = kp
             .to_pkcs8v1()
             .map_err(|_| crypto("EC key encoding failed"))?;
-        Ok(Self {
-            kty: KeyType::Ec,
-            curve: Some(curve),
-            pkcs8: SecretBytes::new(doc.as_ref().to_vec()),
-        })
+        Ok(Self::new(
+            KeyType::Ec,
+            Some(curve),
+            SecretBytes::new(doc.as_ref().to_vec()),
+        ))
     }
 
     /// Imports an unencrypted RSA or EC private key from PEM (`PRIVATE KEY`,
@@ -259,29 +340,41 @@ impl PrivateKey {
 
     /// Key type.
     pub fn kty(&self) -> KeyType {
-        self.kty
+        self.0.kty
     }
 
     /// Seals the PKCS#8 under the instance master key, bound to `purpose` (the key
     /// version's identity). Output is safe to store.
     pub fn seal(&self, master: &SecretKey, purpose: &str) -> Result<Vec<u8>> {
-        let kind = match (self.kty, self.curve) {
+        let kind = match (self.0.kty, self.0.curve) {
             (KeyType::Rsa, _) => "RSA".to_owned(),
             (KeyType::Ec, Some(c)) => format!("EC:{}", c.as_str()),
             (KeyType::Ec, None) => return Err(crypto("EC key without a curve")),
         };
         let mut plain = Zeroizing::new(Vec::with_capacity(
-            kind.len() + 1 + self.pkcs8.expose().len(),
+            kind.len() + 1 + self.0.pkcs8.expose().len(),
         ));
         plain.extend_from_slice(kind.as_bytes());
         plain.push(0);
-        plain.extend_from_slice(self.pkcs8.expose());
+        plain.extend_from_slice(self.0.pkcs8.expose());
         wrap::seal_with_master(master, purpose, &plain)
             .map_err(|_| crypto("sealing the key failed"))
     }
 
-    /// Opens what [`PrivateKey::seal`] produced for the same `purpose`.
+    /// Opens what [`PrivateKey::seal`] produced for the same `purpose`. The same sealed
+    /// bytes opened again under the same master key and purpose within
+    /// [`KEY_CACHE_TTL`] of the first open are served from this process's memory.
     pub fn open(master: &SecretKey, purpose: &str, sealed: &[u8]) -> Result<Self> {
+        let id = cache_id(master, purpose, sealed);
+        if let Some(k) = cache_get(&id) {
+            return Ok(k);
+        }
+        let k = Self::open_sealed(master, purpose, sealed)?;
+        cache_put(id, &k);
+        Ok(k)
+    }
+
+    fn open_sealed(master: &SecretKey, purpose: &str, sealed: &[u8]) -> Result<Self> {
         let plain = wrap::open_with_master(master, purpose, sealed)
             .map_err(|_| crypto("the sealed key material does not authenticate"))?;
         let p = plain.expose();
@@ -295,20 +388,23 @@ impl PrivateKey {
             Some(("EC", c)) => (KeyType::Ec, Some(Curve::parse(c)?)),
             _ => return Err(crypto("malformed sealed key")),
         };
-        Ok(Self {
+        Ok(Self::new(
             kty,
             curve,
-            pkcs8: SecretBytes::new(p[nul + 1..].to_vec()),
-        })
+            SecretBytes::new(p[nul + 1..].to_vec()),
+        ))
     }
 
     fn rsa(&self) -> Result<RsaKeyPair> {
-        RsaKeyPair::from_pkcs8(self.pkcs8.expose()).map_err(|_| crypto("malformed RSA key"))
+        RsaKeyPair::from_pkcs8(self.0.pkcs8.expose()).map_err(|_| crypto("malformed RSA key"))
     }
 
     fn ec(&self) -> Result<(Curve, EcdsaKeyPair)> {
-        let c = self.curve.ok_or_else(|| crypto("EC key without a curve"))?;
-        let kp = EcdsaKeyPair::from_pkcs8(c.signing(), self.pkcs8.expose())
+        let c = self
+            .0
+            .curve
+            .ok_or_else(|| crypto("EC key without a curve"))?;
+        let kp = EcdsaKeyPair::from_pkcs8(c.signing(), self.0.pkcs8.expose())
             .map_err(|_| crypto("malformed EC key"))?;
         Ok((c, kp))
     }
@@ -316,11 +412,11 @@ impl PrivateKey {
     /// The public JWK (`kid` left empty, `key_ops` as given).
     pub fn public_jwk(&self, key_ops: &[String]) -> Result<JsonWebKey> {
         let mut jwk = JsonWebKey {
-            kty: self.kty.as_str().to_owned(),
+            kty: self.0.kty.as_str().to_owned(),
             key_ops: key_ops.to_vec(),
             ..JsonWebKey::default()
         };
-        match self.kty {
+        match self.0.kty {
             KeyType::Rsa => {
                 let kp = self.rsa()?;
                 let pk = kp.public_key();
@@ -341,7 +437,7 @@ impl PrivateKey {
 
     /// The public key as PEM (`PUBLIC KEY`, X.509 SubjectPublicKeyInfo).
     pub fn public_pem(&self) -> Result<String> {
-        let der = match self.kty {
+        let der = match self.0.kty {
             KeyType::Rsa => self
                 .rsa()?
                 .public_key()
@@ -362,16 +458,30 @@ impl PrivateKey {
     }
 
     fn need_rsa(&self, op: &str) -> Result<()> {
-        need_rsa(self.kty.as_str(), op)
+        need_rsa(self.0.kty.as_str(), op)
+    }
+
+    /// The key parsed for RSA-OAEP, made on first use.
+    fn oaep(&self, op: &str) -> Result<&OaepKeys> {
+        self.need_rsa(op)?;
+        if let Some(k) = self.0.oaep.get() {
+            return Ok(k);
+        }
+        let sk = PrivateDecryptingKey::from_pkcs8(self.0.pkcs8.expose())
+            .map_err(|_| crypto("malformed RSA key"))?;
+        let encrypting = OaepPublicEncryptingKey::new(sk.public_key())
+            .map_err(|_| crypto("unusable RSA key"))?;
+        let decrypting =
+            OaepPrivateDecryptingKey::new(sk).map_err(|_| crypto("unusable RSA key"))?;
+        Ok(self.0.oaep.get_or_init(|| OaepKeys {
+            decrypting,
+            encrypting,
+        }))
     }
 
     /// RSA-OAEP encryption with the public key (wrapKey / encrypt).
     pub fn encrypt(&self, alg: EncryptionAlgorithm, plaintext: &[u8]) -> Result<Vec<u8>> {
-        self.need_rsa("encrypt")?;
-        let pk = PrivateDecryptingKey::from_pkcs8(self.pkcs8.expose())
-            .map_err(|_| crypto("malformed RSA key"))?
-            .public_key();
-        let enc = OaepPublicEncryptingKey::new(pk).map_err(|_| crypto("unusable RSA key"))?;
+        let enc = &self.oaep("encrypt")?.encrypting;
         let max = enc.max_plaintext_size(alg.oaep());
         if plaintext.len() > max {
             return Err(KvError::BadParameter(format!(
@@ -391,10 +501,7 @@ impl PrivateKey {
 
     /// RSA-OAEP decryption (unwrapKey / decrypt), constant-time in aws-lc.
     pub fn decrypt(&self, alg: EncryptionAlgorithm, ciphertext: &[u8]) -> Result<SecretBytes> {
-        self.need_rsa("decrypt")?;
-        let sk = PrivateDecryptingKey::from_pkcs8(self.pkcs8.expose())
-            .map_err(|_| crypto("malformed RSA key"))?;
-        let dec = OaepPrivateDecryptingKey::new(sk).map_err(|_| crypto("unusable RSA key"))?;
+        let dec = &self.oaep("decrypt")?.decrypting;
         let mut out = Zeroizing::new(vec![0u8; dec.min_output_size()]);
         let n = dec
             .decrypt(alg.oaep(), ciphertext, &mut out, None)
@@ -450,9 +557,9 @@ impl PrivateKey {
     }
 
     fn check_sig_alg(&self, alg: SignatureAlgorithm) -> Result<()> {
-        let ok = match self.kty {
+        let ok = match self.0.kty {
             KeyType::Rsa => Self::rsa_params(alg).is_some(),
-            KeyType::Ec => self.curve.map(Curve::signature_alg) == Some(alg),
+            KeyType::Ec => self.0.curve.map(Curve::signature_alg) == Some(alg),
         };
         if ok {
             Ok(())
@@ -460,8 +567,9 @@ impl PrivateKey {
             Err(KvError::BadParameter(format!(
                 "algorithm {} does not fit this {} key{}",
                 alg.as_str(),
-                self.kty.as_str(),
-                self.curve
+                self.0.kty.as_str(),
+                self.0
+                    .curve
                     .map(|c| format!(" ({})", c.as_str()))
                     .unwrap_or_default()
             )))
@@ -472,7 +580,7 @@ impl PrivateKey {
     pub fn sign(&self, alg: SignatureAlgorithm, digest: &[u8]) -> Result<Vec<u8>> {
         self.check_sig_alg(alg)?;
         let d = Self::digest(alg, digest)?;
-        match self.kty {
+        match self.0.kty {
             KeyType::Rsa => {
                 let (enc, _) = Self::rsa_params(alg).ok_or_else(|| crypto("no RSA params"))?;
                 let kp = self.rsa()?;
@@ -495,7 +603,7 @@ impl PrivateKey {
     pub fn verify(&self, alg: SignatureAlgorithm, digest: &[u8], sig: &[u8]) -> Result<bool> {
         self.check_sig_alg(alg)?;
         let d = Self::digest(alg, digest)?;
-        let ok = match self.kty {
+        let ok = match self.0.kty {
             KeyType::Rsa => {
                 let (_, params) = Self::rsa_params(alg).ok_or_else(|| crypto("no RSA params"))?;
                 let kp = self.rsa()?;
@@ -517,6 +625,30 @@ impl PrivateKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reopening_the_same_sealed_key_reuses_it_only_under_the_same_master_and_purpose() {
+        let k = PrivateKey::generate_rsa(2048).unwrap();
+        let master = SecretKey::from_bytes([7; 32]);
+        let sealed = k.seal(&master, "kv:cache").unwrap();
+        let a = PrivateKey::open(&master, "kv:cache", &sealed).unwrap();
+        let c = a.encrypt(EncryptionAlgorithm::RsaOaep256, b"dek").unwrap();
+        let b = PrivateKey::open(&master, "kv:cache", &sealed).unwrap();
+        assert!(Arc::ptr_eq(&a.0, &b.0), "served from the cache");
+        assert!(b.0.oaep.get().is_some(), "parsed once");
+        assert_eq!(
+            b.decrypt(EncryptionAlgorithm::RsaOaep256, &c)
+                .unwrap()
+                .expose(),
+            b"dek"
+        );
+        // Another master key or purpose never hits the cache: the open must authenticate.
+        assert!(PrivateKey::open(&SecretKey::from_bytes([8; 32]), "kv:cache", &sealed).is_err());
+        assert!(PrivateKey::open(&master, "kv:other", &sealed).is_err());
+        let mut tampered = sealed.clone();
+        *tampered.last_mut().unwrap() ^= 1;
+        assert!(PrivateKey::open(&master, "kv:cache", &tampered).is_err());
+    }
 
     #[test]
     fn rsa_round_trips_and_seals() {

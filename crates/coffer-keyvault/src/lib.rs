@@ -19,7 +19,7 @@ mod key;
 mod pem;
 
 pub use alg::{EncryptionAlgorithm, SignatureAlgorithm};
-pub use key::{Curve, JsonWebKey, KeyType, PrivateKey};
+pub use key::{Curve, JsonWebKey, KEY_CACHE_TTL, KeyType, PrivateKey};
 
 /// Key store failures. Messages never contain key material.
 #[derive(Debug, thiserror::Error)]
