@@ -38,6 +38,27 @@ impl AeadKey {
             .expect("AES-GCM sealing cannot fail for in-memory buffers below 64 GiB");
     }
 
+    /// Encrypts `buf[start..]` in place and appends its tag, leaving `buf[..start]`
+    /// untouched (sealing a blob where it lies in a pack buffer). `nonce` must never
+    /// repeat under this key.
+    pub fn seal_tail_in_place(
+        &self,
+        nonce: [u8; NONCE_BYTES],
+        aad: &[u8],
+        buf: &mut Vec<u8>,
+        start: usize,
+    ) {
+        let tag = self
+            .0
+            .seal_in_place_separate_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(aad),
+                &mut buf[start..],
+            )
+            .expect("AES-GCM sealing cannot fail for in-memory buffers below 64 GiB");
+        buf.extend_from_slice(tag.as_ref());
+    }
+
     /// Decrypts `buf` (ciphertext ‖ tag) in place and truncates it to the plaintext.
     pub fn open_in_place(
         &self,

@@ -2,21 +2,30 @@
 //!
 //! ```text
 //! walker thread:  walk ─ stat ─ (unchanged? reuse parent's chunk list)
-//!                        └ read ─ chunk (keyed FastCDC) ─ keyed hash ─ dedup check ─┐
-//!                                                                                   │ new chunks (bounded channel)
-//! N workers:      compress (zstd, skipped when incompressible) ─ encrypt ─ pack ─ put (atomic, fsynced)
+//!                        └ read ─ chunk (keyed FastCDC, four-lane candidate scan)
+//!                            ├ small file: keyed hash ─ dedup check ─ new? ─┐
+//!                            └ file ≥ 8 MiB or stream: sent unhashed ───────┤ bounded channel
+//! N workers:      [keyed hash ─ dedup check ─ id back to the walker, in order]
+//!                 ─ compress (zstd, skipped when incompressible) straight into the open pack
+//!                 ─ encrypt in place ─ full pack ─┐ rendezvous channel
+//! pack writer:    put (O_DIRECT, fsync, rename, fsync dir) ─ buffer back to the workers
 //! finally:        index object ─ manifest (the recovery point becomes visible only now)
 //! ```
 //! The walker builds the trees itself (a chunk's id is known as soon as it is
-//! hashed), so ordering never waits on the workers. Memory is bounded by the
-//! channel, one read window and one open pack per worker.
+//! hashed, or comes back from the workers before the file's node is made). Memory is
+//! bounded by the channel, one read window, one open pack per worker, one pack being
+//! written and one spare pack buffer; chunk copies and pack buffers are recycled
+//! rather than allocated per chunk or per pack.
 
 use std::{
     fs::{self, File, Metadata},
     io::Read,
     os::unix::{ffi::OsStrExt, fs::MetadataExt},
     path::{Path, PathBuf},
-    sync::Mutex,
+    sync::{
+        Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
     thread,
 };
 
@@ -28,7 +37,7 @@ use crate::{
     SourceKind,
     format::{self, BlobKind, ObjectType},
     index::{IdSet, Index},
-    pack::{PackDirectory, PackWriter},
+    pack::{FinishedPack, PackDirectory, PackWriter},
     repo::Inner,
     tree::{Manifest, Node, NodeKind, STREAM_NODE, Tree},
 };
@@ -47,7 +56,15 @@ struct Job {
 /// chunks them); smaller ones are hashed inline, where a round trip would cost more.
 const ASYNC_HASH_MIN_FILE: u64 = 8 << 20;
 
-/// What the workers produced.
+/// Buffers passed back for reuse instead of being freed: chunk copies (walker →
+/// worker → walker) and pack buffers (worker → pack writer → worker). Reusing them
+/// keeps the process from touching fresh memory for every chunk and pack.
+struct Pools {
+    chunks: (Sender<Vec<u8>>, Receiver<Vec<u8>>),
+    packs: (Sender<Vec<u8>>, Receiver<Vec<u8>>),
+}
+
+/// What the pack writer stored.
 #[derive(Default)]
 struct Written {
     dirs: Vec<PackDirectory>,
@@ -84,20 +101,30 @@ pub(crate) fn run(
     let queued = Mutex::new(IdSet::default());
     let n_workers = workers();
     let (tx, rx) = bounded::<Job>(n_workers * 4);
+    let (pack_tx, pack_rx) = bounded::<FinishedPack>(0);
+    let pools = Pools {
+        chunks: bounded(n_workers * 6 + 2),
+        packs: bounded(1),
+    };
+    // Set when storing a pack failed: the workers stop compressing.
+    let failed = AtomicBool::new(false);
     let result = thread::scope(|s| {
+        let (written, pools, failed) = (&written, &pools, &failed);
+        let writer = s.spawn(move || pack_writer(inner, pack_rx, written, pools, failed));
         let handles: Vec<_> = (0..n_workers)
             .map(|_| {
-                let rx = rx.clone();
-                let (written, queued, index) = (&written, &queued, &index);
-                s.spawn(move || worker(inner, index, queued, rx, written))
+                let (rx, pack_tx) = (rx.clone(), pack_tx.clone());
+                let (queued, index) = (&queued, &index);
+                s.spawn(move || worker(inner, index, queued, rx, pack_tx, pools, failed))
             })
             .collect();
-        drop(rx);
+        drop((rx, pack_tx));
         let mut walker = Walker {
             inner,
             index: &index,
             queued: &queued,
             tx,
+            chunk_pool: &pools.chunks.1,
             progress,
             stats: Stats::default(),
             warnings: Vec::new(),
@@ -115,7 +142,7 @@ pub(crate) fn run(
         } = walker;
         drop(tx);
         let mut first_err = None;
-        for h in handles {
+        for h in handles.into_iter().chain([writer]) {
             match h.join() {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {
@@ -173,26 +200,59 @@ pub(crate) fn run(
     })
 }
 
+/// Stores full packs, one at a time, so that the workers never wait on the disk;
+/// returns their buffers for reuse. After a failure it keeps receiving (so no
+/// worker blocks) and tells the workers to stop compressing.
+fn pack_writer(
+    inner: &Inner,
+    rx: Receiver<FinishedPack>,
+    written: &Mutex<Written>,
+    pools: &Pools,
+    failed: &AtomicBool,
+) -> Result<(), EngineError> {
+    let mut error = None;
+    for pack in rx {
+        if error.is_none() {
+            let len = pack.bytes().len() as u64;
+            match inner.store.put(&pack.key, pack.bytes()) {
+                Ok(()) => {
+                    let (dir, buf) = pack.into_parts();
+                    let mut wr = written
+                        .lock()
+                        .map_err(|_| EngineError::Internal("poisoned".into()))?;
+                    wr.bytes += len;
+                    wr.dirs.push(dir);
+                    drop(wr);
+                    let _ = pools.packs.0.try_send(buf);
+                    continue;
+                }
+                Err(e) => {
+                    error = Some(e.into());
+                    failed.store(true, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+    error.map_or(Ok(()), Err)
+}
+
 fn worker(
     inner: &Inner,
     index: &Index,
     queued: &Mutex<IdSet>,
     rx: Receiver<Job>,
-    written: &Mutex<Written>,
+    packs: Sender<FinishedPack>,
+    pools: &Pools,
+    stop: &AtomicBool,
 ) -> Result<(), EngineError> {
     let target = inner.config.params.pack_target as usize;
     let level = inner.config.params.zstd_level;
     let mut data: Option<PackWriter> = None;
     let mut trees: Option<PackWriter> = None;
-    let flush = |w: PackWriter| -> Result<(), EngineError> {
-        let (key, bytes, dir) = w.finish()?;
-        inner.store.put(&key, &bytes)?;
-        let mut wr = written
-            .lock()
-            .map_err(|_| EngineError::Internal("poisoned".into()))?;
-        wr.bytes += bytes.len() as u64;
-        wr.dirs.push(dir);
-        Ok(())
+    let hand_off = |w: PackWriter| -> Result<(), EngineError> {
+        packs
+            .send(w.finish()?)
+            .map_err(|_| EngineError::Internal("the pack writer stopped".into()))
     };
     // After a failure, keep draining (and answering) jobs so the walker never waits
     // on a reply that cannot come; the error is returned at the end.
@@ -210,37 +270,38 @@ fn worker(
         if let Some((pos, reply)) = &job.reply {
             let _ = reply.send((*pos, id));
         }
-        if !new || failed.is_some() {
-            continue;
-        }
-        let slot = if job.kind == BlobKind::Tree {
-            &mut trees
-        } else {
-            &mut data
-        };
-        let step = (|| {
-            if slot.is_none() {
-                *slot = Some(PackWriter::new(&inner.dek, job.kind, target)?);
+        if new && failed.is_none() && !stop.load(Ordering::Relaxed) {
+            let slot = if job.kind == BlobKind::Tree {
+                &mut trees
+            } else {
+                &mut data
+            };
+            let step = (|| {
+                let w = match slot {
+                    Some(w) => w,
+                    None => {
+                        let buf = pools.packs.1.try_recv().unwrap_or_default();
+                        slot.insert(PackWriter::with_buffer(&inner.dek, job.kind, target, buf)?)
+                    }
+                };
+                w.add_chunk(id, &job.data, level);
+                if w.is_full() {
+                    hand_off(slot.take().expect("present"))?;
+                }
+                Ok(())
+            })();
+            if let Err(e) = step {
+                failed = Some(e);
             }
-            let w = slot.as_mut().expect("just set");
-            let raw_len = u32::try_from(job.data.len())
-                .map_err(|_| EngineError::Internal("blob too large".into()))?;
-            w.add(id, raw_len, format::encode_blob(&job.data, level));
-            if w.is_full() {
-                flush(slot.take().expect("present"))?;
-            }
-            Ok(())
-        })();
-        if let Err(e) = step {
-            failed = Some(e);
         }
+        let _ = pools.chunks.0.try_send(job.data);
     }
     if let Some(e) = failed {
         return Err(e);
     }
     for w in [data, trees].into_iter().flatten() {
         if !w.is_empty() {
-            flush(w)?;
+            hand_off(w)?;
         }
     }
     Ok(())
@@ -258,6 +319,8 @@ struct Walker<'a> {
     index: &'a Index,
     queued: &'a Mutex<IdSet>,
     tx: Sender<Job>,
+    /// Recycled chunk buffers (see [`Pools`]).
+    chunk_pool: &'a Receiver<Vec<u8>>,
     progress: &'a dyn Progress,
     stats: Stats,
     warnings: Vec<String>,
@@ -270,6 +333,14 @@ fn nanos(secs: i64, nsec: i64) -> i64 {
 }
 
 impl Walker<'_> {
+    /// A copy of `data` in a recycled buffer, to send to a worker.
+    fn copy(&self, data: &[u8]) -> Vec<u8> {
+        let mut v = self.chunk_pool.try_recv().unwrap_or_default();
+        v.clear();
+        v.extend_from_slice(data);
+        v
+    }
+
     /// Hashes a blob and queues it for storage unless the vault already has it.
     fn put_blob(&mut self, kind: BlobKind, data: &[u8]) -> Result<ChunkId, EngineError> {
         let id = self.inner.id_key.id(data);
@@ -283,7 +354,7 @@ impl Walker<'_> {
             self.send(Job {
                 id: Some(id),
                 kind,
-                data: data.to_vec(),
+                data: self.copy(data),
                 reply: None,
             })?;
         }
@@ -329,7 +400,7 @@ impl Walker<'_> {
                 let job = Job {
                     id: None,
                     kind: BlobKind::Data,
-                    data: chunk.to_vec(),
+                    data: self.copy(chunk),
                     reply: Some((count, reply_tx.clone())),
                 };
                 self.send(job).map_err(ReadOrEngine::Engine)?;

@@ -206,21 +206,31 @@ pub(crate) fn trailer_nonce() -> [u8; aead::NONCE_BYTES] {
 /// Compresses `data` unless it looks incompressible; returns the blob plaintext
 /// (codec byte ‖ payload).
 pub(crate) fn encode_blob(data: &[u8], level: i32) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode_blob_into(data, level, &mut out);
+    out
+}
+
+/// [`encode_blob`], appending to `out` (compressing straight into its spare capacity:
+/// no per-chunk buffer, no copy).
+pub(crate) fn encode_blob_into(data: &[u8], level: i32, out: &mut Vec<u8>) {
+    let start = out.len();
     if looks_compressible(data) {
-        let mut out = Vec::with_capacity(data.len() / 2 + 64);
+        out.reserve(1 + zstd::zstd_safe::compress_bound(data.len()) + aead::TAG_LEN);
         out.push(CODEC_ZSTD);
-        if let Ok(c) = with_compressor(level, |z| z.compress(data)) {
+        let mut cursor = std::io::Cursor::new(&mut *out);
+        cursor.set_position(start as u64 + 1);
+        if let Ok(c) = with_compressor(level, |z| z.compress_to_buffer(data, &mut cursor)) {
             // Keep compression only when it saves at least 1/32.
-            if c.len() + c.len() / 32 < data.len() {
-                out.extend_from_slice(&c);
-                return out;
+            if c + c / 32 < data.len() {
+                return;
             }
         }
+        out.truncate(start);
     }
-    let mut out = Vec::with_capacity(data.len() + 1 + aead::TAG_LEN);
+    out.reserve(1 + data.len() + aead::TAG_LEN);
     out.push(CODEC_RAW);
     out.extend_from_slice(data);
-    out
 }
 
 /// Decodes a blob plaintext back into chunk data.

@@ -150,21 +150,21 @@ pub(crate) fn collect(inner: &Inner) -> Result<DeleteOutcome, EngineError> {
                     Some(w) => w,
                     None => writer.insert(PackWriter::new(&inner.dek, kind, target)?),
                 };
-                w.add(id, data.len() as u32, format::encode_blob(&data, level));
+                w.add_chunk(id, &data, level);
                 if w.is_full() {
-                    let (key, bytes, d) = writer.take().expect("present").finish()?;
-                    inner.store.put(&key, &bytes)?;
-                    new_bytes += bytes.len() as u64;
-                    new_dirs.push(d);
+                    let done = writer.take().expect("present").finish()?;
+                    inner.store.put(&done.key, done.bytes())?;
+                    new_bytes += done.bytes().len() as u64;
+                    new_dirs.push(done.dir);
                 }
             }
             delete.push(dir.pack_id);
         }
         if let Some(w) = writer.take().filter(|w| !w.is_empty()) {
-            let (key, bytes, d) = w.finish()?;
-            inner.store.put(&key, &bytes)?;
-            new_bytes += bytes.len() as u64;
-            new_dirs.push(d);
+            let done = w.finish()?;
+            inner.store.put(&done.key, done.bytes())?;
+            new_bytes += done.bytes().len() as u64;
+            new_dirs.push(done.dir);
         }
     }
     if delete.is_empty() {

@@ -41,41 +41,96 @@ pub(crate) struct PackDirectory {
     pub(crate) blobs: Vec<PackEntry>,
 }
 
-/// Builds one pack in memory.
+/// Alignment of a pack's first byte in its buffer, so that the store can write it
+/// with direct I/O without a bounce copy.
+const BUF_ALIGN: usize = 4096;
+
+/// Builds one pack in memory. The pack's bytes are `buf[base..]`; the buffer can be
+/// taken back from the finished pack and reused for the next one.
 pub(crate) struct PackWriter {
     id: ObjectId,
     kind: BlobKind,
     key: AeadKey,
     buf: Vec<u8>,
+    base: usize,
     blobs: Vec<PackEntry>,
     target: usize,
 }
 
+/// A finished pack: its storage key, bytes (`buf[base..]`) and directory.
+pub(crate) struct FinishedPack {
+    pub(crate) key: ObjectKey,
+    buf: Vec<u8>,
+    base: usize,
+    pub(crate) dir: PackDirectory,
+}
+
+impl FinishedPack {
+    /// The pack object's bytes.
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.buf[self.base..]
+    }
+
+    /// The buffer, for the next [`PackWriter::with_buffer`].
+    pub(crate) fn into_buffer(self) -> Vec<u8> {
+        self.buf
+    }
+
+    /// The directory, and the buffer for reuse.
+    pub(crate) fn into_parts(self) -> (PackDirectory, Vec<u8>) {
+        (self.dir, self.buf)
+    }
+}
+
 impl PackWriter {
     pub(crate) fn new(dek: &DataKey, kind: BlobKind, target: usize) -> Result<Self, EngineError> {
+        Self::with_buffer(dek, kind, target, Vec::new())
+    }
+
+    /// A new pack built in `buf` (cleared; its allocation is reused when big enough).
+    pub(crate) fn with_buffer(
+        dek: &DataKey,
+        kind: BlobKind,
+        target: usize,
+        mut buf: Vec<u8>,
+    ) -> Result<Self, EngineError> {
         let id = format::new_object_id()?;
-        let mut buf = Vec::with_capacity(target + target / 8);
+        buf.clear();
+        // Room for the target, one more blob of up to ~1 MiB, the trailer, and alignment.
+        buf.reserve(target + (1 << 20) + BUF_ALIGN);
+        let base = buf.as_ptr().align_offset(BUF_ALIGN).min(BUF_ALIGN);
+        buf.resize(base, 0);
         buf.extend_from_slice(&format::header(ObjectType::Pack, &id));
         Ok(Self {
             id,
             kind,
             key: format::pack_key(dek, &id),
             buf,
+            base,
             blobs: Vec::new(),
             target,
         })
     }
 
-    /// Encrypts and appends an encoded blob (codec byte ‖ payload). Returns its stored length.
-    pub(crate) fn add(&mut self, id: ChunkId, raw_len: u32, mut plain: Vec<u8>) -> u32 {
-        let offset = u32::try_from(self.buf.len()).expect("packs stay below 4 GiB");
-        self.key.seal_in_place(
+    /// Length of the pack so far (the next blob's offset).
+    fn len(&self) -> usize {
+        self.buf.len() - self.base
+    }
+
+    /// Encodes (compressing unless incompressible) and encrypts `chunk` straight into
+    /// the pack. Returns its stored length.
+    pub(crate) fn add_chunk(&mut self, id: ChunkId, chunk: &[u8], level: i32) -> u32 {
+        let raw_len = u32::try_from(chunk.len()).expect("chunks stay below 4 GiB");
+        let offset = u32::try_from(self.len()).expect("packs stay below 4 GiB");
+        let start = self.buf.len();
+        format::encode_blob_into(chunk, level, &mut self.buf);
+        self.key.seal_tail_in_place(
             format::blob_nonce(offset),
             &format::blob_aad(&self.id, offset, self.kind, &id),
-            &mut plain,
+            &mut self.buf,
+            start,
         );
-        let len = u32::try_from(plain.len()).expect("blobs stay below 4 GiB");
-        self.buf.extend_from_slice(&plain);
+        let len = u32::try_from(self.buf.len() - start).expect("blobs stay below 4 GiB");
         self.blobs.push(PackEntry {
             id,
             offset,
@@ -86,7 +141,7 @@ impl PackWriter {
     }
 
     pub(crate) fn is_full(&self) -> bool {
-        self.buf.len() >= self.target
+        self.len() >= self.target
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -94,31 +149,31 @@ impl PackWriter {
     }
 
     /// Seals the directory and returns the finished object.
-    pub(crate) fn finish(mut self) -> Result<(ObjectKey, Vec<u8>, PackDirectory), EngineError> {
+    pub(crate) fn finish(mut self) -> Result<FinishedPack, EngineError> {
         let dir = PackDirectory {
             pack_id: self.id,
             kind: self.kind,
             blobs: std::mem::take(&mut self.blobs),
         };
-        let mut trailer =
+        let trailer =
             postcard::to_stdvec(&dir).map_err(|e| EngineError::Internal(e.to_string()))?;
-        self.key.seal_in_place(
+        let start = self.buf.len();
+        self.buf.extend_from_slice(&trailer);
+        self.key.seal_tail_in_place(
             format::trailer_nonce(),
             &trailer_aad(&self.id),
-            &mut trailer,
+            &mut self.buf,
+            start,
         );
-        self.buf.extend_from_slice(&trailer);
-        self.buf.extend_from_slice(
-            &u32::try_from(trailer.len())
-                .expect("small trailer")
-                .to_le_bytes(),
-        );
+        let sealed_len = u32::try_from(self.buf.len() - start).expect("small trailer");
+        self.buf.extend_from_slice(&sealed_len.to_le_bytes());
         self.buf.extend_from_slice(TRAILER_MAGIC);
-        Ok((
-            format::object_key(ObjectType::Pack, &self.id),
-            self.buf,
+        Ok(FinishedPack {
+            key: format::object_key(ObjectType::Pack, &self.id),
+            buf: self.buf,
+            base: self.base,
             dir,
-        ))
+        })
     }
 }
 
@@ -218,9 +273,26 @@ mod tests {
         let mut w = PackWriter::new(&dek, BlobKind::Data, 1 << 20).unwrap();
         let chunks: Vec<Vec<u8>> = vec![b"alpha".repeat(100), b"beta".to_vec(), vec![0u8; 4096]];
         for c in &chunks {
-            w.add(idk.id(c), c.len() as u32, format::encode_blob(c, 3));
+            w.add_chunk(idk.id(c), c, 3);
         }
-        let (key, bytes, dir) = w.finish().unwrap();
+        let done = w.finish().unwrap();
+        let (key, bytes, dir) = (done.key.clone(), done.bytes().to_vec(), done.dir.clone());
+        // A reused buffer builds an identical-format pack.
+        let mut w =
+            PackWriter::with_buffer(&dek, BlobKind::Data, 1 << 20, done.into_buffer()).unwrap();
+        w.add_chunk(idk.id(&chunks[0]), &chunks[0], 3);
+        let again = w.finish().unwrap();
+        let e = &again.dir.blobs[0];
+        let ct = again.bytes()[e.offset as usize..(e.offset + e.len) as usize].to_vec();
+        let pid = again.dir.pack_id;
+        assert_eq!(
+            open_blob(&dek, &idk, &pid, BlobKind::Data, e, ct).unwrap(),
+            chunks[0]
+        );
+        assert_eq!(
+            read_directory(&dek, &again.key, again.bytes()).unwrap(),
+            again.dir
+        );
         assert_eq!(read_directory(&dek, &key, &bytes).unwrap(), dir);
         for (c, e) in chunks.iter().zip(&dir.blobs) {
             let ct = bytes[e.offset as usize..(e.offset + e.len) as usize].to_vec();

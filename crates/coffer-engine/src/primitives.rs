@@ -58,17 +58,20 @@ impl Primitives {
     /// hash, compress, encrypt into packs. Returns the bytes that would be stored.
     pub fn backup_pass(&self, data: &[u8]) -> u64 {
         let target = self.params.pack_target as usize;
-        let mut w = PackWriter::new(&self.dek, BlobKind::Data, target).expect("system RNG");
+        let mut w = Some(PackWriter::new(&self.dek, BlobKind::Data, target).expect("system RNG"));
         let mut stored = 0u64;
         self.chunker.for_each_chunk_in(data, |chunk| {
             let id = self.id_key.id(chunk);
-            stored += u64::from(w.add(
-                id,
-                chunk.len() as u32,
-                format::encode_blob(chunk, self.params.zstd_level),
-            ));
-            if w.is_full() {
-                w = PackWriter::new(&self.dek, BlobKind::Data, target).expect("system RNG");
+            let open = w.as_mut().expect("a pack is open");
+            stored += u64::from(open.add_chunk(id, chunk, self.params.zstd_level));
+            if open.is_full() {
+                // As the backup workers do: finish the pack, reuse its buffer.
+                let full = w.take().expect("a pack is open");
+                let buf = full.finish().expect("directory").into_buffer();
+                w = Some(
+                    PackWriter::with_buffer(&self.dek, BlobKind::Data, target, buf)
+                        .expect("system RNG"),
+                );
             }
         });
         stored

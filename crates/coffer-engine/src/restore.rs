@@ -555,11 +555,12 @@ mod tests {
         for t in &trees {
             let bytes = postcard::to_stdvec(t).unwrap();
             let id = inner.id_key.id(&bytes);
-            w.add(id, bytes.len() as u32, format::encode_blob(&bytes, 3));
+            w.add_chunk(id, &bytes, 3);
             root = Some(id);
         }
-        let (key, bytes, dir) = w.finish().unwrap();
-        store.put(&key, &bytes).unwrap();
+        let done = w.finish().unwrap();
+        store.put(&done.key, done.bytes()).unwrap();
+        let dir = done.dir;
         let iid = format::new_object_id().unwrap();
         let (k, b) = format::seal_meta(&inner.dek, ObjectType::Index, &iid, &vec![dir]).unwrap();
         store.put(&k, &b).unwrap();
