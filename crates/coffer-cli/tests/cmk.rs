@@ -173,7 +173,12 @@ fn every_rule_is_refused_with_its_code_and_changes_nothing() {
         "keyvault create -n kv-nopp --enable-rbac-authorization false",
     );
     ok(&c, "keyvault key create --vault-name kv-nopp -n k");
-    ap_vault(&c, "kv-deny", "--default-action Deny");
+    // (The command line reaches it through an IP rule for this machine.)
+    ap_vault(
+        &c,
+        "kv-deny",
+        "--default-action Deny --ip-rules 127.0.0.1/32",
+    );
     grant(&c, "kv-deny", &upid);
     // An RSA key of a non-standard size (importable, not usable for CMK).
     let pem = c.path("rsa2560.pem");
@@ -593,6 +598,22 @@ fn enable_cmk_later_with_system_identity_on_rbac_key_vaults() {
     let rp3 = rp_id(&c.backup("vlt", "docs"));
     restore_identical(&c, "vlt", &rp3, &src, "rp3");
     c.restore("vlt", "docs", &rp1, &c.path("r-old")).ok();
+
+    // The key vault firewall: with defaultAction Deny the vault (a trusted service)
+    // still reaches its key while bypass is AzureServices; bypass None would make the
+    // key vault unreachable, so it is refused without --force, and with --force the
+    // next backup fails with UserErrorCMKKeyVaultAuthFailure until it is undone.
+    ok(&c, "keyvault update -n kv-rbac2 --default-action Deny");
+    c.backup("vlt", "docs");
+    refused(
+        &c,
+        "keyvault update -n kv-rbac2 --bypass None",
+        "UserErrorCMKIdentityInUseForEncryption",
+    );
+    ok(&c, "keyvault update -n kv-rbac2 --bypass None --force");
+    assert_eq!(backup_code(&c, "vlt"), "UserErrorCMKKeyVaultAuthFailure");
+    ok(&c, "keyvault update -n kv-rbac2 --bypass AzureServices");
+    c.backup("vlt", "docs");
 
     // Removing one of two grants keeps access and is allowed; removing the last one is
     // refused without --force.

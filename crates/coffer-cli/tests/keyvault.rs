@@ -1176,3 +1176,34 @@ fn b64(bytes: &[u8]) -> String {
     }
     out
 }
+
+/// `networkAcls` are enforced on the data plane: with `defaultAction Deny`, calls from
+/// this machine pass only through an IP rule that covers 127.0.0.1, and are refused
+/// with `Forbidden`/`ForbiddenByFirewall` otherwise; the control plane (show, update)
+/// is not behind the firewall.
+#[test]
+fn key_vault_firewall_denies_data_plane_calls_without_a_matching_ip_rule() {
+    let c = Coffer::new();
+    admin(&c, "keyvault create -n kv-fw --default-action Deny");
+    let create = sh(&c, None, "keyvault key create --vault-name kv-fw -n k");
+    assert_eq!(create.code(), "Forbidden");
+    assert_eq!(inner(&create), "ForbiddenByFirewall");
+    admin(&c, "keyvault update -n kv-fw --ip-rules 10.0.0.0/8");
+    assert_eq!(
+        inner(&sh(&c, None, "keyvault key create --vault-name kv-fw -n k")),
+        "ForbiddenByFirewall"
+    );
+    admin(
+        &c,
+        "keyvault update -n kv-fw --ip-rules 10.0.0.0/8 127.0.0.0/24",
+    );
+    admin(&c, "keyvault key create --vault-name kv-fw -n k");
+    wrapped(&c, "kv-fw", "k");
+    admin(&c, "keyvault update -n kv-fw --ip-rules 10.0.0.0/8");
+    let w = wrap(&c, None, "kv-fw", "k");
+    assert_eq!(inner(&w), "ForbiddenByFirewall");
+    let shown = admin(&c, "keyvault show -n kv-fw");
+    assert_eq!(shown["properties"]["networkAcls"]["defaultAction"], "Deny");
+    admin(&c, "keyvault update -n kv-fw --default-action Allow");
+    wrapped(&c, "kv-fw", "k");
+}

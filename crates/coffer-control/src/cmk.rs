@@ -154,6 +154,8 @@ pub(crate) fn key_access_error(e: Error, key_uri: &str) -> Error {
         (ErrorCode::Forbidden, Some("KeyDisabled" | "KeyExpired" | "KeyNotYetValid")) => {
             ErrorCode::CmkKeyDisabledOrExpired
         }
+        // The key vault firewall: the key vault is unreachable for the vault.
+        (ErrorCode::Forbidden, Some("ForbiddenByFirewall")) => ErrorCode::CmkKeyVaultAuthFailure,
         (ErrorCode::Forbidden, _) => ErrorCode::CmkMissingManagedIdentityPermission,
         (ErrorCode::KeyVaultNotFound | ErrorCode::KeyNotFound, _) => {
             ErrorCode::CmkKeyVaultAuthFailure
@@ -1029,9 +1031,11 @@ impl Instance {
             return Ok(());
         }
         let can_use = |principal: &str, kv: &coffer_catalog::KeyVaultRow, key: &str| {
-            ["get", "wrapKey", "unwrapKey"]
-                .iter()
-                .all(|p| self.authorize_key(principal, kv, Some(key), p).is_ok())
+            self.as_trusted_service(|| {
+                ["get", "wrapKey", "unwrapKey"]
+                    .iter()
+                    .all(|p| self.authorize_key(principal, kv, Some(key), p).is_ok())
+            })
         };
         for v in self.catalog.vaults(None)? {
             let Some(s) = self.vault_cmk(&v.guid)? else {

@@ -85,6 +85,8 @@ pub struct Instance {
     /// Role assignment ids that authorization ignores while a change is evaluated
     /// before it is made ([`Instance::rbac_what_if`]).
     pub(crate) ignored_assignments: std::sync::Mutex<Vec<String>>,
+    /// Set while a backup vault calls its key vault (the firewall's trusted services).
+    pub(crate) trusted_service_call: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Instance {
@@ -223,6 +225,7 @@ impl Instance {
             acting_principal,
             dek_cache: Default::default(),
             ignored_assignments: Default::default(),
+            trusted_service_call: Default::default(),
         };
         inst.reap_interrupted_jobs()?;
         Ok(inst)

@@ -52,6 +52,7 @@ impl Instance {
             return self.authorize_hsm(principal, v, key, permission);
         }
         let p = Self::props(v)?;
+        self.check_firewall(v, &p)?;
         if p.enable_rbac_authorization {
             let mut scope = self.vault_arm_id(v);
             if let Some(k) = key {
@@ -262,5 +263,79 @@ impl Instance {
         self.with_key(k, "verify", |_, _, key| {
             Ok(json!({ "value": key.verify(a?, &d, &s).map_err(kv_err)? }))
         })
+    }
+}
+
+/// The address callers on this machine reach a key vault from: the CLI calls the key
+/// vault in-process, as a client on the loopback interface would.
+const LOCAL_CLIENT: std::net::Ipv4Addr = std::net::Ipv4Addr::LOCALHOST;
+
+/// Whether IPv4 CIDR `rule` (`a.b.c.d` or `a.b.c.d/len`) contains `addr`.
+fn cidr_contains(rule: &str, addr: std::net::Ipv4Addr) -> bool {
+    let (net, len) = rule.split_once('/').unwrap_or((rule, "32"));
+    let (Ok(net), Ok(len)) = (net.parse::<std::net::Ipv4Addr>(), len.parse::<u32>()) else {
+        return false;
+    };
+    let mask = u32::MAX.checked_shl(32 - len.min(32)).unwrap_or(0);
+    u32::from(net) & mask == u32::from(addr) & mask
+}
+
+impl Instance {
+    /// The key vault firewall (`networkAcls`), checked before permissions as Azure
+    /// does: with `defaultAction Deny`, only trusted services (Coffer's backup vaults,
+    /// through [`crate::KeyVaultClient`]) pass, and only when `bypass` is
+    /// `AzureServices`; other callers pass when an `ipRules` entry covers their address
+    /// (127.0.0.1 on this machine). Refusals are `Forbidden`/`ForbiddenByFirewall`.
+    fn check_firewall(&self, v: &KeyVaultRow, p: &VaultProps) -> Result<()> {
+        let acl = &p.network_acls;
+        if acl.default_action.eq_ignore_ascii_case("Allow") {
+            return Ok(());
+        }
+        let trusted = self.is_trusted_service_call();
+        let pass = if trusted {
+            acl.bypass.eq_ignore_ascii_case("AzureServices")
+        } else {
+            acl.ip_rules
+                .iter()
+                .filter_map(|r| r["value"].as_str())
+                .any(|r| cidr_contains(r, LOCAL_CLIENT))
+        };
+        if pass {
+            return Ok(());
+        }
+        Err(forbidden(
+            "ForbiddenByFirewall",
+            format!(
+                "Client address is not authorized and caller is not a trusted service. \
+                 Client address: {LOCAL_CLIENT}; caller: {}; vault: {}. {}",
+                if trusted {
+                    "trusted service (backup vault)"
+                } else {
+                    "command line"
+                },
+                v.name,
+                if trusted {
+                    "Set --bypass AzureServices or --default-action Allow on the key vault."
+                } else {
+                    "Add --ip-rules 127.0.0.1/32 or set --default-action Allow on the key vault."
+                }
+            ),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cidr_contains;
+
+    #[test]
+    fn cidr_rules() {
+        let lo = std::net::Ipv4Addr::LOCALHOST;
+        assert!(cidr_contains("127.0.0.1", lo));
+        assert!(cidr_contains("127.0.0.0/8", lo));
+        assert!(cidr_contains("0.0.0.0/0", lo));
+        assert!(!cidr_contains("10.0.0.0/8", lo));
+        assert!(!cidr_contains("127.0.0.2/32", lo));
+        assert!(!cidr_contains("nonsense", lo));
     }
 }
