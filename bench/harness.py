@@ -10,7 +10,9 @@ Coffer's pipeline over all cores) and the index memory come from `coffer-bench`.
 
 Coffer-only stages: `rotation` times a key rotation of a customer-managed key on a
 vault holding 1 GiB against an empty vault (no data is re-encrypted, so both take the
-same time).
+same time); `keyvault` measures wrapKey/unwrapKey through Coffer's key vault next to raw
+aws-lc-rs RSA-OAEP-256 (`coffer-bench keyvault-ops`), with the Coffer home on disk and,
+as a diagnostic of everything but the audit record's fsync, on tmpfs.
 """
 
 import argparse
@@ -410,8 +412,9 @@ def main():
     ap.add_argument("--datasets", default="kernel,small,large")
     ap.add_argument("--tools", default="coffer,restic,rustic,borg,bupstash")
     ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--stages", default="tools,rotation",
-                    help="tools: every tool on every dataset; rotation: CMK key rotation, 1 GiB vs empty vault")
+    ap.add_argument("--stages", default="tools,rotation,keyvault",
+                    help="tools: every tool on every dataset; rotation: CMK key rotation, 1 GiB vs empty vault; "
+                         "keyvault: wrapKey/unwrapKey through Coffer's key vault vs raw RSA")
     ap.add_argument("--quick", action="store_true", help="one repetition, datasets at 1/8 size (smoke run)")
     args = ap.parse_args()
     scale = 0.125 if args.quick else 1.0
@@ -451,6 +454,14 @@ def main():
     if "rotation" in stages and os.path.exists(COFFER):
         print("== key rotation: vault holding 1 GiB vs empty vault", file=sys.stderr)
         results["rotation"] = rotation(scale, reps)
+    if "keyvault" in stages:
+        results["keyvault"] = {}
+        homes = [("disk", WORK)] + ([("tmpfs", "/dev/shm")] if os.path.isdir("/dev/shm") else [])
+        for label, d in homes:
+            print(f"== key vault operations, Coffer home on {label} ({d})", file=sys.stderr)
+            results["keyvault"][label] = json.loads(subprocess.run(
+                [COFFER_BENCH, "keyvault-ops", "--secs", "0.5" if args.quick else "2", "--dir", d],
+                check=True, stdout=subprocess.PIPE).stdout)
     results["index_memory"] = json.loads(
         subprocess.run([COFFER_BENCH, "index-memory", "10000000"], check=True, stdout=subprocess.PIPE).stdout)
     out_dir = os.path.join(ROOT, "bench/out")
@@ -495,6 +506,21 @@ def print_table(res):
         print(f"{r['data_bytes'] / 2**30:.2f} GiB / empty: total x{r['ratio_1gib_over_empty']:.2f}, rewrap "
               f"x{r['rewrap_ratio_1gib_over_empty']:.2f} (no data is re-encrypted; backing that data up took "
               f"{r['backup_s']:.2f} s; rotate's time is mostly RSA key generation)")
+    for label, kv in res.get("keyvault", {}).items():
+        f = kv["durable_append_4k"]
+        print(f"\nkey vault {kv['algorithm']} ops/s, Coffer home on {label} ({kv['home']}; 4 KiB append + fsync "
+              f"p50 {f['p50_us']:.0f} us): Coffer wrapKey/unwrapKey as a CMK backup vault calls them "
+              f"(authorised, audited) vs raw aws-lc-rs")
+        print(f"{'':10}{'threads':>8}{'wrapKey':>10}{'raw enc':>10}{'unwrapKey':>10}{'raw dec':>10}{'unwrap %':>9}"
+              f"{'p50/p99 unwrap us':>20}{'p50/p99 raw dec us':>20}")
+        rows = {(r["bits"], r["threads"], r["op"]): r for r in kv["results"]}
+        for bits, threads, _ in sorted(k for k in rows if k[2] == "unwrapKey"):
+            g = lambda op: rows[(bits, threads, op)]
+            u, d = g("unwrapKey"), g("private-decrypt")
+            print(f"{'RSA-' + str(bits):10}{threads:>8}{g('wrapKey')['ops_per_s']:>10.0f}"
+                  f"{g('public-encrypt')['ops_per_s']:>10.0f}{u['ops_per_s']:>10.0f}{d['ops_per_s']:>10.0f}"
+                  f"{100 * u['ops_per_s'] / d['ops_per_s']:>8.0f}%{u['p50_us']:>11.0f}/{u['p99_us']:<8.0f}"
+                  f"{d['p50_us']:>11.0f}/{d['p99_us']:<8.0f}")
     im = res["index_memory"]
     print(f"\nindex memory: {im['bytes_per_chunk']:.1f} bytes/chunk at {im['chunks']:,} chunks "
           f"= {im['bytes_per_tib_unique_at_default_chunk'] / 2**30:.2f} GiB per TiB of unique data at 64 KiB chunks")

@@ -181,6 +181,30 @@ fn set_up(home: &Path, sizes: &[u32]) -> (String, Vec<(u32, String, String)>) {
     (principal, keys)
 }
 
+/// What one durable commit costs on the home's file system: append 4 KiB and fsync,
+/// as SQLite commits an audit record to its write-ahead log (`synchronous=FULL`).
+fn durable_append(dir: &Path, secs: f64) -> Stats {
+    use std::io::Write;
+    let path = dir.join("fsync-probe");
+    let stats = measure(
+        1,
+        secs,
+        || {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .expect("fsync probe file")
+        },
+        |f| {
+            f.write_all(&[0u8; 4096]).expect("write");
+            f.sync_all().expect("fsync");
+        },
+    );
+    let _ = std::fs::remove_file(&path);
+    stats
+}
+
 fn key_size(bits: u32) -> KeySize {
     match bits {
         2048 => KeySize::Rsa2048,
@@ -200,6 +224,7 @@ pub(crate) fn run(o: &Options) -> Value {
     );
     let home = tmp.path().join("home");
     let (principal, keys) = set_up(&home, &o.sizes);
+    let fsync = durable_append(tmp.path(), o.secs.min(1.0));
     let counts = if o.threads > 1 {
         vec![1, o.threads]
     } else {
@@ -320,6 +345,7 @@ pub(crate) fn run(o: &Options) -> Value {
         "threads_all_cores": o.threads,
         "permission_model": "rbac",
         "home": o.dir.display().to_string(),
+        "durable_append_4k": fsync.json("disk", "append 4 KiB + fsync", 0, 1),
         "coffer_ops": coffer_ops,
         "audit_records": audit_records,
         "results": results,
@@ -345,6 +371,13 @@ pub(crate) fn table(doc: &Value) -> String {
             r["p99_us"].as_f64().unwrap_or(0.0),
         );
     }
+    let f = &doc["durable_append_4k"];
+    s += &format!(
+        "durable commit on {}: 4 KiB append + fsync p50 {:.0} us, p99 {:.0} us\n",
+        doc["home"].as_str().unwrap_or(""),
+        f["p50_us"].as_f64().unwrap_or(0.0),
+        f["p99_us"].as_f64().unwrap_or(0.0),
+    );
     for x in doc["summary"].as_array().into_iter().flatten() {
         for (k, v) in x["coffer_over_raw"].as_object().into_iter().flatten() {
             s += &format!(
@@ -380,5 +413,6 @@ mod tests {
             assert!(r["ops"].as_u64().unwrap() > 0, "{r}");
         }
         assert!(table(&doc).contains("unwrapKey"));
+        assert!(doc["durable_append_4k"]["ops"].as_u64().unwrap() > 0);
     }
 }
