@@ -7,10 +7,14 @@ use coffer_control::{
 
 use crate::{
     kvargs::{
-        AuditCmd, CryptoArgs, HsmAssignCmd, HsmRoleCmd, IdentityCmd, KeyAttrArgs, KeyCmd,
-        KeyVaultCmd, KvOpts, RoleAssignCmd, RoleCmd, RoleDefCmd, RotationCmd,
+        AssignmentFilter, AuditCmd, CryptoArgs, HsmAssignCmd, HsmRoleCmd, IdentityCmd, KeyAttrArgs,
+        KeyCmd, KeyVaultCmd, KvOpts, RoleAssignCmd, RoleCmd, RoleDefCmd, RotationCmd,
     },
-    output::Printer,
+    output::{
+        AUDIT, DELETED_KEYS, DELETED_VAULTS, IDENTITIES, KEY_ITEMS, KEY_RESULTS, KEY_VAULTS,
+        KEY_VERSIONS, KEYS, Printer, ROLE_ASSIGNMENTS, ROLE_DEFINITIONS, ROTATION_POLICIES, STATUS,
+        VERIFY_RESULTS,
+    },
     parse_tags,
 };
 
@@ -70,17 +74,52 @@ fn key_ref<'a>(inst: &'a Instance, c: &'a CryptoArgs) -> KeyRef<'a> {
     )
 }
 
+/// One wrapKey, encrypt, unwrapKey, decrypt or sign (`op`) on the key version `c` selects.
+fn crypto(inst: &Instance, c: &CryptoArgs, op: &str) -> Result<serde_json::Value> {
+    let k = key_ref(inst, c);
+    match op {
+        "wrapKey" | "encrypt" => inst.key_wrap(&k, op, &c.algorithm, &c.value),
+        "sign" => inst.key_sign(&k, &c.algorithm, &c.value),
+        _ => inst.key_unwrap(&k, op, &c.algorithm, &c.value),
+    }
+}
+
+/// `role assignment delete`, or with `hsm` a managed HSM's local one.
+fn delete_assignments(
+    inst: &Instance,
+    hsm: Option<&str>,
+    f: &AssignmentFilter,
+) -> Result<Vec<serde_json::Value>> {
+    let (ids, role, assignee, scope) = (
+        f.ids.as_deref(),
+        f.role.as_deref(),
+        f.assignee.as_deref(),
+        f.scope.as_deref(),
+    );
+    match hsm {
+        Some(h) => inst.delete_hsm_role_assignments(h, ids, role, assignee, scope, f.force),
+        None => inst.delete_role_assignments(ids, role, assignee, scope, f.force),
+    }
+}
+
 /// Runs one `identity` command.
 pub(crate) fn identity(inst: &Instance, cmd: IdentityCmd, p: &Printer) -> Result<()> {
     match cmd {
-        IdentityCmd::Create(s) => p.value(&inst.create_identity(&s.resource_group, &s.name)?),
-        IdentityCmd::Show(s) => p.value(&inst.show_identity(&s.resource_group, &s.name)?),
-        IdentityCmd::List { resource_group } => {
-            p.value(&inst.list_identities(resource_group.as_deref())?)
+        IdentityCmd::Create(s) => p.table(
+            &inst.create_identity(&s.resource_group, &s.name)?,
+            IDENTITIES,
+        ),
+        IdentityCmd::Show(s) => {
+            p.table(&inst.show_identity(&s.resource_group, &s.name)?, IDENTITIES)
         }
-        IdentityCmd::Delete { identity, force } => {
-            p.value(&inst.delete_identity(&identity.resource_group, &identity.name, force)?)
-        }
+        IdentityCmd::List { resource_group } => p.table(
+            &inst.list_identities(resource_group.as_deref())?,
+            IDENTITIES,
+        ),
+        IdentityCmd::Delete { identity, force } => p.table(
+            &inst.delete_identity(&identity.resource_group, &identity.name, force)?,
+            STATUS,
+        ),
     }
     Ok(())
 }
@@ -88,23 +127,25 @@ pub(crate) fn identity(inst: &Instance, cmd: IdentityCmd, p: &Printer) -> Result
 /// Runs one `role` command.
 pub(crate) fn role(inst: &Instance, cmd: RoleCmd, p: &Printer) -> Result<()> {
     match cmd {
-        RoleCmd::Definition(RoleDefCmd::List) => p.value(&inst.list_role_definitions(None)),
+        RoleCmd::Definition(RoleDefCmd::List) => {
+            p.table(&inst.list_role_definitions(None), ROLE_DEFINITIONS)
+        }
         RoleCmd::Assignment(a) => match a {
             RoleAssignCmd::Create {
                 role,
                 assignee,
                 scope,
-            } => p.value(&inst.create_role_assignment(&role, &assignee, &scope)?),
-            RoleAssignCmd::List { assignee, scope } => {
-                p.value(&inst.list_role_assignments(assignee.as_deref(), scope.as_deref(), None)?)
+            } => p.table(
+                &inst.create_role_assignment(&role, &assignee, &scope)?,
+                ROLE_ASSIGNMENTS,
+            ),
+            RoleAssignCmd::List { assignee, scope } => p.table(
+                &inst.list_role_assignments(assignee.as_deref(), scope.as_deref(), None)?,
+                ROLE_ASSIGNMENTS,
+            ),
+            RoleAssignCmd::Delete(f) => {
+                p.table(&delete_assignments(inst, None, &f)?, ROLE_ASSIGNMENTS)
             }
-            RoleAssignCmd::Delete(f) => p.value(&inst.delete_role_assignments(
-                f.ids.as_deref(),
-                f.role.as_deref(),
-                f.assignee.as_deref(),
-                f.scope.as_deref(),
-                f.force,
-            )?),
         },
     }
     Ok(())
@@ -129,11 +170,17 @@ pub(crate) fn keyvault(inst: &Instance, cmd: KeyVaultCmd, p: &Printer) -> Result
                     token_label,
                     pin_file,
                 };
-                p.value(&inst.create_managed_hsm(&resource_group, &h, opts(o, location)?, token)?)
+                p.table(
+                    &inst.create_managed_hsm(&resource_group, &h, opts(o, location)?, token)?,
+                    KEY_VAULTS,
+                )
             }
             (None, None, None, None) => {
                 let name = name.unwrap_or_default();
-                p.value(&inst.create_key_vault(&resource_group, &name, opts(o, location)?)?)
+                p.table(
+                    &inst.create_key_vault(&resource_group, &name, opts(o, location)?)?,
+                    KEY_VAULTS,
+                )
             }
             _ => {
                 return Err(Error::new(
@@ -142,28 +189,36 @@ pub(crate) fn keyvault(inst: &Instance, cmd: KeyVaultCmd, p: &Printer) -> Result
                 ));
             }
         },
-        KeyVaultCmd::Show(kv) => p.value(&inst.show_key_vault(&kv.name)?),
-        KeyVaultCmd::List { resource_group } => {
-            p.value(&inst.list_key_vaults(resource_group.as_deref())?)
-        }
-        KeyVaultCmd::Update { kv, opts: o, force } => {
-            p.value(&inst.update_key_vault(&kv.name, opts(o, None)?, force)?)
-        }
-        KeyVaultCmd::Delete(kv) => p.value(&inst.delete_key_vault(&kv.name)?),
-        KeyVaultCmd::ListDeleted => p.value(&inst.list_deleted_key_vaults()?),
-        KeyVaultCmd::Recover(kv) => p.value(&inst.recover_key_vault(&kv.name)?),
-        KeyVaultCmd::Purge(kv) => p.value(&inst.purge_key_vault(&kv.name)?),
+        KeyVaultCmd::Show(kv) => p.table(&inst.show_key_vault(&kv.name)?, KEY_VAULTS),
+        KeyVaultCmd::List { resource_group } => p.table(
+            &inst.list_key_vaults(resource_group.as_deref())?,
+            KEY_VAULTS,
+        ),
+        KeyVaultCmd::Update { kv, opts: o, force } => p.table(
+            &inst.update_key_vault(&kv.name, opts(o, None)?, force)?,
+            KEY_VAULTS,
+        ),
+        KeyVaultCmd::Delete(kv) => p.table(&inst.delete_key_vault(&kv.name)?, DELETED_VAULTS),
+        KeyVaultCmd::ListDeleted => p.table(&inst.list_deleted_key_vaults()?, DELETED_VAULTS),
+        KeyVaultCmd::Recover(kv) => p.table(&inst.recover_key_vault(&kv.name)?, KEY_VAULTS),
+        KeyVaultCmd::Purge(kv) => p.table(&inst.purge_key_vault(&kv.name)?, STATUS),
         KeyVaultCmd::SetPolicy {
             kv,
             object_id,
             key_permissions,
-        } => p.value(&inst.set_key_vault_policy(&kv.name, &object_id, &key_permissions)?),
+        } => p.table(
+            &inst.set_key_vault_policy(&kv.name, &object_id, &key_permissions)?,
+            KEY_VAULTS,
+        ),
         KeyVaultCmd::DeletePolicy {
             kv,
             object_id,
             force,
-        } => p.value(&inst.delete_key_vault_policy(&kv.name, &object_id, force)?),
-        KeyVaultCmd::Audit(AuditCmd::List(kv)) => p.value(&inst.key_vault_audit(&kv.name)?),
+        } => p.table(
+            &inst.delete_key_vault_policy(&kv.name, &object_id, force)?,
+            KEY_VAULTS,
+        ),
+        KeyVaultCmd::Audit(AuditCmd::List(kv)) => p.table(&inst.key_vault_audit(&kv.name)?, AUDIT),
         KeyVaultCmd::Key(k) => key(inst, k, p)?,
         KeyVaultCmd::Role(HsmRoleCmd::Assignment(a)) => match a {
             HsmAssignCmd::Create {
@@ -171,29 +226,26 @@ pub(crate) fn keyvault(inst: &Instance, cmd: KeyVaultCmd, p: &Printer) -> Result
                 role,
                 assignee,
                 scope,
-            } => p.value(&inst.create_hsm_role_assignment(
-                &hsm.hsm_name,
-                &role,
-                &assignee,
-                &scope,
-            )?),
+            } => p.table(
+                &inst.create_hsm_role_assignment(&hsm.hsm_name, &role, &assignee, &scope)?,
+                ROLE_ASSIGNMENTS,
+            ),
             HsmAssignCmd::List {
                 hsm,
                 assignee,
                 scope,
-            } => p.value(&inst.list_hsm_role_assignments(
-                &hsm.hsm_name,
-                assignee.as_deref(),
-                scope.as_deref(),
-            )?),
-            HsmAssignCmd::Delete { hsm, filter: f } => p.value(&inst.delete_hsm_role_assignments(
-                &hsm.hsm_name,
-                f.ids.as_deref(),
-                f.role.as_deref(),
-                f.assignee.as_deref(),
-                f.scope.as_deref(),
-                f.force,
-            )?),
+            } => p.table(
+                &inst.list_hsm_role_assignments(
+                    &hsm.hsm_name,
+                    assignee.as_deref(),
+                    scope.as_deref(),
+                )?,
+                ROLE_ASSIGNMENTS,
+            ),
+            HsmAssignCmd::Delete { hsm, filter: f } => p.table(
+                &delete_assignments(inst, Some(&hsm.hsm_name), &f)?,
+                ROLE_ASSIGNMENTS,
+            ),
         },
     }
     Ok(())
@@ -207,11 +259,14 @@ fn key(inst: &Instance, cmd: KeyCmd, p: &Printer) -> Result<()> {
             size,
             curve,
             attrs,
-        } => p.value(&inst.create_key(
-            &key.vault_name,
-            &key.name,
-            create_opts(kty, size, curve, &attrs)?,
-        )?),
+        } => p.table(
+            &inst.create_key(
+                &key.vault_name,
+                &key.name,
+                create_opts(kty, size, curve, &attrs)?,
+            )?,
+            KEYS,
+        ),
         KeyCmd::Import {
             key,
             pem_file,
@@ -224,19 +279,26 @@ fn key(inst: &Instance, cmd: KeyCmd, p: &Printer) -> Result<()> {
                     format!("cannot read the PEM file {}: {e}", pem_file.display()),
                 )
             })?);
-            p.value(&inst.import_key(
-                &key.vault_name,
-                &key.name,
-                &pem,
-                create_opts(kty, None, None, &attrs)?,
-            )?)
+            p.table(
+                &inst.import_key(
+                    &key.vault_name,
+                    &key.name,
+                    &pem,
+                    create_opts(kty, None, None, &attrs)?,
+                )?,
+                KEYS,
+            )
         }
-        KeyCmd::Show(s) => {
-            p.value(&inst.show_key(&s.key.vault_name, &s.key.name, s.version.as_deref())?)
-        }
-        KeyCmd::List { vault_name } => p.value(&inst.list_keys(&vault_name)?),
-        KeyCmd::ListVersions(k) => p.value(&inst.list_key_versions(&k.vault_name, &k.name)?),
-        KeyCmd::SetAttributes { key, attrs } => p.value(
+        KeyCmd::Show(s) => p.table(
+            &inst.show_key(&s.key.vault_name, &s.key.name, s.version.as_deref())?,
+            KEYS,
+        ),
+        KeyCmd::List { vault_name } => p.table(&inst.list_keys(&vault_name)?, KEY_ITEMS),
+        KeyCmd::ListVersions(k) => p.table(
+            &inst.list_key_versions(&k.vault_name, &k.name)?,
+            KEY_VERSIONS,
+        ),
+        KeyCmd::SetAttributes { key, attrs } => p.table(
             &inst.set_key_attributes(
                 &key.key.vault_name,
                 &key.key.name,
@@ -251,12 +313,15 @@ fn key(inst: &Instance, cmd: KeyCmd, p: &Printer) -> Result<()> {
                         .transpose()?,
                 },
             )?,
+            KEYS,
         ),
-        KeyCmd::Delete(k) => p.value(&inst.delete_key(&k.vault_name, &k.name)?),
-        KeyCmd::ListDeleted { vault_name } => p.value(&inst.list_deleted_keys(&vault_name)?),
-        KeyCmd::Recover(k) => p.value(&inst.recover_key(&k.vault_name, &k.name)?),
-        KeyCmd::Purge(k) => p.value(&inst.purge_key(&k.vault_name, &k.name)?),
-        KeyCmd::Rotate(k) => p.value(&inst.rotate_key(&k.vault_name, &k.name)?),
+        KeyCmd::Delete(k) => p.table(&inst.delete_key(&k.vault_name, &k.name)?, DELETED_KEYS),
+        KeyCmd::ListDeleted { vault_name } => {
+            p.table(&inst.list_deleted_keys(&vault_name)?, DELETED_KEYS)
+        }
+        KeyCmd::Recover(k) => p.table(&inst.recover_key(&k.vault_name, &k.name)?, KEYS),
+        KeyCmd::Purge(k) => p.table(&inst.purge_key(&k.vault_name, &k.name)?, STATUS),
+        KeyCmd::Rotate(k) => p.table(&inst.rotate_key(&k.vault_name, &k.name)?, KEYS),
         KeyCmd::Download { key, file } => {
             let pem =
                 inst.download_key(&key.key.vault_name, &key.key.name, key.version.as_deref())?;
@@ -267,24 +332,20 @@ fn key(inst: &Instance, cmd: KeyCmd, p: &Printer) -> Result<()> {
                 )
             })?;
         }
-        KeyCmd::Wrap(c) => {
-            p.value(&inst.key_wrap(&key_ref(inst, &c), "wrapKey", &c.algorithm, &c.value)?)
-        }
-        KeyCmd::Encrypt(c) => {
-            p.value(&inst.key_wrap(&key_ref(inst, &c), "encrypt", &c.algorithm, &c.value)?)
-        }
-        KeyCmd::Unwrap(c) => {
-            p.value(&inst.key_unwrap(&key_ref(inst, &c), "unwrapKey", &c.algorithm, &c.value)?)
-        }
-        KeyCmd::Decrypt(c) => {
-            p.value(&inst.key_unwrap(&key_ref(inst, &c), "decrypt", &c.algorithm, &c.value)?)
-        }
-        KeyCmd::Sign(c) => p.value(&inst.key_sign(&key_ref(inst, &c), &c.algorithm, &c.value)?),
-        KeyCmd::Verify { op: c, signature } => {
-            p.value(&inst.key_verify(&key_ref(inst, &c), &c.algorithm, &c.value, &signature)?)
-        }
+        KeyCmd::Wrap(c) => p.table(&crypto(inst, &c, "wrapKey")?, KEY_RESULTS),
+        KeyCmd::Encrypt(c) => p.table(&crypto(inst, &c, "encrypt")?, KEY_RESULTS),
+        KeyCmd::Unwrap(c) => p.table(&crypto(inst, &c, "unwrapKey")?, KEY_RESULTS),
+        KeyCmd::Decrypt(c) => p.table(&crypto(inst, &c, "decrypt")?, KEY_RESULTS),
+        KeyCmd::Sign(c) => p.table(&crypto(inst, &c, "sign")?, KEY_RESULTS),
+        KeyCmd::Verify { op: c, signature } => p.table(
+            &inst.key_verify(&key_ref(inst, &c), &c.algorithm, &c.value, &signature)?,
+            VERIFY_RESULTS,
+        ),
         KeyCmd::RotationPolicy(r) => match r {
-            RotationCmd::Show(k) => p.value(&inst.show_rotation_policy(&k.vault_name, &k.name)?),
+            RotationCmd::Show(k) => p.table(
+                &inst.show_rotation_policy(&k.vault_name, &k.name)?,
+                ROTATION_POLICIES,
+            ),
             RotationCmd::Update { key, value } => {
                 let text = if value.trim_start().starts_with('{') {
                     value
@@ -296,7 +357,10 @@ fn key(inst: &Instance, cmd: KeyCmd, p: &Printer) -> Result<()> {
                         )
                     })?
                 };
-                p.value(&inst.update_rotation_policy(&key.vault_name, &key.name, &text)?)
+                p.table(
+                    &inst.update_rotation_policy(&key.vault_name, &key.name, &text)?,
+                    ROTATION_POLICIES,
+                )
             }
         },
     }

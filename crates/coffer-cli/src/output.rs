@@ -13,6 +13,7 @@ use coffer_control::{
     },
 };
 use serde::Serialize;
+use serde_json::Value;
 
 use crate::args::OutputFormat;
 
@@ -128,9 +129,24 @@ impl Printer {
         }
     }
 
-    /// Prints a JSON-shaped result (part-2 resources); `-o table` prints it indented too.
+    /// Prints a JSON-shaped result that has no table form (the activity log): JSON
+    /// with `-o table` too.
     pub(crate) fn value<T: Serialize + ?Sized>(&self, v: &T) {
         self.json(v);
+    }
+
+    /// Prints a JSON-shaped (part-2) resource or list of them: JSON, or with `-o table`
+    /// one row per resource with the columns `cols`.
+    pub(crate) fn table<T: Serialize + ?Sized>(&self, v: &T, cols: &[Column]) {
+        self.emit(v, || {
+            let v = serde_json::to_value(v).unwrap_or_default();
+            let headers: Vec<&'static str> = cols.iter().map(|(h, _)| *h).collect();
+            let mut t = Table::new(&headers);
+            for r in v.as_array().map_or(std::slice::from_ref(&v), Vec::as_slice) {
+                t.row(cols.iter().map(|(_, cell)| cell(r)).collect());
+            }
+            t.render()
+        });
     }
 
     /// Prints an error on stderr.
@@ -520,6 +536,233 @@ impl Printer {
 }
 
 /// The resource group segment of an ARM id.
+/// A column of the table of a JSON-shaped (part-2) resource: header and cell.
+pub(crate) type Column = (&'static str, fn(&Value) -> String);
+
+/// The value at `ptr` as a cell: strings as they are, arrays of scalars joined by
+/// `, `, nothing for null or missing.
+fn at(v: &Value, ptr: &str) -> String {
+    cell(v.pointer(ptr).unwrap_or(&Value::Null))
+}
+
+fn cell(v: &Value) -> String {
+    match v {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        Value::Array(a) => a.iter().map(cell).collect::<Vec<_>>().join(", "),
+        other => other.to_string(),
+    }
+}
+
+/// A boolean that the resource leaves out (null) when false.
+fn flag(v: &Value, ptr: &str) -> String {
+    (v.pointer(ptr) == Some(&Value::Bool(true))).to_string()
+}
+
+/// The last `/` segment of the string at `ptr` (a version from a kid, a name from an id).
+fn last(v: &Value, ptr: &str) -> String {
+    at(v, ptr).rsplit('/').next().unwrap_or_default().to_owned()
+}
+
+/// The key name of a key id (`{vaultUri}/keys/{name}[/{version}]`).
+fn key_name(v: &Value, ptr: &str) -> String {
+    let kid = at(v, ptr);
+    let mut parts = kid
+        .split('/')
+        .skip_while(|p| *p != "keys" && *p != "deletedkeys");
+    parts.nth(1).unwrap_or_default().to_owned()
+}
+
+/// Unix seconds at `ptr` as UTC `YYYY-MM-DDTHH:MM:SSZ` (Key Vault attributes).
+fn unix_time(v: &Value, ptr: &str) -> String {
+    let Some(secs) = v.pointer(ptr).and_then(Value::as_i64) else {
+        return String::new();
+    };
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// RSA size in bits or EC curve of a JWK at `ptr`.
+fn key_size(v: &Value, ptr: &str) -> String {
+    let Some(k) = v.pointer(ptr) else {
+        return String::new();
+    };
+    match (k["n"].as_str(), k["crv"].as_str()) {
+        (Some(n), _) => (n.trim_end_matches('=').len() * 3 / 4 * 8).to_string(),
+        (None, Some(crv)) => crv.to_owned(),
+        _ => String::new(),
+    }
+}
+
+/// `keyvault list|show|create|update|recover|set-policy|delete-policy`.
+pub(crate) const KEY_VAULTS: &[Column] = &[
+    ("Name", |v| at(v, "/name")),
+    ("ResourceGroup", |v| at(v, "/resourceGroup")),
+    ("Location", |v| at(v, "/location")),
+    ("Type", |v| last(v, "/type")),
+    ("VaultUri", |v| at(v, "/properties/vaultUri")),
+    ("RbacAuthorization", |v| {
+        at(v, "/properties/enableRbacAuthorization")
+    }),
+    ("SoftDeleteDays", |v| {
+        at(v, "/properties/softDeleteRetentionInDays")
+    }),
+    ("PurgeProtection", |v| {
+        flag(v, "/properties/enablePurgeProtection")
+    }),
+];
+
+/// `keyvault list-deleted|delete` (a purged vault shows its id's name and status).
+pub(crate) const DELETED_VAULTS: &[Column] = &[
+    ("Name", |v| last(v, "/id")),
+    ("Location", |v| at(v, "/properties/location")),
+    ("DeletionDate", |v| at(v, "/properties/deletionDate")),
+    ("ScheduledPurgeDate", |v| {
+        at(v, "/properties/scheduledPurgeDate")
+    }),
+    ("PurgeProtection", |v| {
+        flag(v, "/properties/purgeProtectionEnabled")
+    }),
+    ("Status", |v| at(v, "/status")),
+];
+
+/// `keyvault key list` (KeyItems).
+pub(crate) const KEY_ITEMS: &[Column] = &[
+    ("Name", |v| at(v, "/name")),
+    ("Enabled", |v| at(v, "/attributes/enabled")),
+    ("NotBefore", |v| unix_time(v, "/attributes/nbf")),
+    ("Expires", |v| unix_time(v, "/attributes/exp")),
+    ("Updated", |v| unix_time(v, "/attributes/updated")),
+    ("Kid", |v| at(v, "/kid")),
+];
+
+/// `keyvault key list-versions`.
+pub(crate) const KEY_VERSIONS: &[Column] = &[
+    ("Version", |v| last(v, "/kid")),
+    ("Enabled", |v| at(v, "/attributes/enabled")),
+    ("Created", |v| unix_time(v, "/attributes/created")),
+    ("Expires", |v| unix_time(v, "/attributes/exp")),
+    ("Kid", |v| at(v, "/kid")),
+];
+
+/// A KeyBundle (`key create|import|show|set-attributes|rotate|recover`).
+pub(crate) const KEYS: &[Column] = &[
+    ("Name", |v| key_name(v, "/key/kid")),
+    ("Version", |v| last(v, "/key/kid")),
+    ("Kty", |v| at(v, "/key/kty")),
+    ("SizeOrCurve", |v| key_size(v, "/key")),
+    ("Enabled", |v| at(v, "/attributes/enabled")),
+    ("Expires", |v| unix_time(v, "/attributes/exp")),
+    ("KeyOps", |v| at(v, "/key/key_ops")),
+];
+
+/// `keyvault key list-deleted|delete`.
+pub(crate) const DELETED_KEYS: &[Column] = &[
+    ("Name", |v| key_name(v, "/key/kid")),
+    ("DeletedDate", |v| unix_time(v, "/deletedDate")),
+    ("ScheduledPurgeDate", |v| {
+        unix_time(v, "/scheduledPurgeDate")
+    }),
+    ("RecoveryId", |v| at(v, "/recoveryId")),
+];
+
+/// `keyvault purge`, `keyvault key purge`, `identity delete`.
+pub(crate) const STATUS: &[Column] = &[
+    ("Id", |v| {
+        let id = at(v, "/id");
+        if id.is_empty() {
+            at(v, "/recoveryId")
+        } else {
+            id
+        }
+    }),
+    ("Status", |v| at(v, "/status")),
+];
+
+/// `keyvault key wrap|unwrap|encrypt|decrypt|sign`.
+pub(crate) const KEY_RESULTS: &[Column] = &[
+    ("Kid", |v| at(v, "/kid")),
+    ("Alg", |v| at(v, "/alg")),
+    ("Value", |v| at(v, "/value")),
+];
+
+/// `keyvault key verify`.
+pub(crate) const VERIFY_RESULTS: &[Column] = &[("Value", |v| at(v, "/value"))];
+
+/// `keyvault key rotation-policy show|update`.
+pub(crate) const ROTATION_POLICIES: &[Column] = &[
+    ("Id", |v| at(v, "/id")),
+    ("LifetimeActions", |v| {
+        let actions = v["lifetimeActions"].as_array().cloned().unwrap_or_default();
+        actions
+            .iter()
+            .map(|a| {
+                let t = &a["trigger"];
+                match (
+                    t["timeAfterCreate"].as_str(),
+                    t["timeBeforeExpiry"].as_str(),
+                ) {
+                    (Some(d), _) => format!("{} {d} after create", cell(&a["action"]["type"])),
+                    (None, Some(d)) => format!("{} {d} before expiry", cell(&a["action"]["type"])),
+                    _ => cell(&a["action"]["type"]),
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    }),
+    ("ExpiryTime", |v| at(v, "/attributes/expiryTime")),
+];
+
+/// `keyvault audit list`.
+pub(crate) const AUDIT: &[Column] = &[
+    ("Time", |v| at(v, "/time")),
+    ("Caller", |v| at(v, "/callerPrincipalId")),
+    ("Operation", |v| at(v, "/operationName")),
+    ("Key", |v| at(v, "/keyName")),
+    ("Version", |v| at(v, "/keyVersion")),
+    ("Result", |v| at(v, "/result")),
+    ("ErrorCode", |v| at(v, "/errorCode")),
+];
+
+/// `identity create|show|list`.
+pub(crate) const IDENTITIES: &[Column] = &[
+    ("Name", |v| at(v, "/name")),
+    ("ResourceGroup", |v| at(v, "/resourceGroup")),
+    ("Location", |v| at(v, "/location")),
+    ("PrincipalId", |v| at(v, "/principalId")),
+    ("ClientId", |v| at(v, "/clientId")),
+];
+
+/// `role definition list`.
+pub(crate) const ROLE_DEFINITIONS: &[Column] = &[
+    ("RoleName", |v| at(v, "/roleName")),
+    ("Name", |v| at(v, "/name")),
+    ("RoleType", |v| at(v, "/roleType")),
+];
+
+/// `role assignment create|list|delete` and the managed HSM's local ones.
+pub(crate) const ROLE_ASSIGNMENTS: &[Column] = &[
+    ("Principal", |v| at(v, "/principalId")),
+    ("Role", |v| at(v, "/roleDefinitionName")),
+    ("Scope", |v| at(v, "/scope")),
+    ("Name", |v| at(v, "/name")),
+];
+
 fn resource_group_of(id: &str) -> String {
     let mut it = id.split('/');
     while let Some(seg) = it.next() {

@@ -1207,3 +1207,151 @@ fn key_vault_firewall_denies_data_plane_calls_without_a_matching_ip_rule() {
     admin(&c, "keyvault update -n kv-fw --default-action Allow");
     wrapped(&c, "kv-fw", "k");
 }
+
+/// Runs `coffer -o table WORDS...`; returns stdout's lines split into cells.
+fn table(c: &Coffer, line: &str) -> Vec<Vec<String>> {
+    let mut args = vec!["-o", "table"];
+    args.extend(line.split_whitespace());
+    let out = c.run(&args);
+    assert!(out.status.success(), "{line}: {}", out.stderr);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        serde_json::from_str::<serde_json::Value>(&text).is_err(),
+        "not JSON: {text}"
+    );
+    text.lines()
+        .map(|l| l.split_whitespace().map(str::to_owned).collect())
+        .collect()
+}
+
+#[test]
+fn table_output_of_key_vaults_keys_identities_and_roles() {
+    let c = Coffer::new();
+    admin(&c, "keyvault create -n kv-t1 --retention-days 7");
+    admin(
+        &c,
+        "keyvault create -n kv-t2 --enable-rbac-authorization false",
+    );
+    let t = table(&c, "keyvault list");
+    assert_eq!(
+        t[0],
+        [
+            "Name",
+            "ResourceGroup",
+            "Location",
+            "Type",
+            "VaultUri",
+            "RbacAuthorization",
+            "SoftDeleteDays",
+            "PurgeProtection"
+        ]
+    );
+    assert!(t[1].iter().all(|c| c.chars().all(|ch| ch == '-')), "{t:?}");
+    assert_eq!(t.len(), 4, "{t:?}");
+    let row = t.iter().find(|r| r[0] == "kv-t1").unwrap();
+    assert_eq!(
+        row[1..],
+        [
+            "default",
+            "local",
+            "vaults",
+            "https://kv-t1.vault.coffer.local",
+            "true",
+            "7",
+            "false"
+        ]
+    );
+    let row = t.iter().find(|r| r[0] == "kv-t2").unwrap();
+    assert_eq!(row[5], "false");
+
+    admin(
+        &c,
+        "keyvault key create --vault-name kv-t1 -n rsa-k --size 3072",
+    );
+    admin(
+        &c,
+        "keyvault key create --vault-name kv-t1 -n ec-k --kty EC --curve P-384 --expires 4102444800",
+    );
+    let t = table(&c, "keyvault key list --vault-name kv-t1");
+    assert_eq!(
+        t[0],
+        ["Name", "Enabled", "NotBefore", "Expires", "Updated", "Kid"]
+    );
+    assert_eq!(t.len(), 4, "{t:?}");
+    let ec = t.iter().find(|r| r[0] == "ec-k").unwrap();
+    assert_eq!(
+        ec[1..],
+        [
+            "true",
+            "2100-01-01T00:00:00Z",
+            ec[3].as_str(),
+            "https://kv-t1.vault.coffer.local/keys/ec-k"
+        ]
+    );
+    assert!(ec[3].starts_with("20") && ec[3].ends_with('Z'), "{ec:?}");
+    let rsa = t.iter().find(|r| r[0] == "rsa-k").unwrap();
+    assert_eq!(rsa.len(), 4, "no nbf or exp: {rsa:?}");
+    // One key: name, version, type and size or curve, key_ops.
+    let t = table(&c, "keyvault key show --vault-name kv-t1 -n rsa-k");
+    assert_eq!(
+        t[0],
+        [
+            "Name",
+            "Version",
+            "Kty",
+            "SizeOrCurve",
+            "Enabled",
+            "Expires",
+            "KeyOps"
+        ]
+    );
+    assert_eq!(t[2][0], "rsa-k");
+    assert_eq!(t[2][1].len(), 32);
+    assert_eq!(t[2][2..5], ["RSA", "3072", "true"]);
+    assert_eq!(
+        t[2][5..],
+        [
+            "encrypt,",
+            "decrypt,",
+            "sign,",
+            "verify,",
+            "wrapKey,",
+            "unwrapKey"
+        ]
+    );
+    assert_eq!(
+        table(&c, "keyvault key show --vault-name kv-t1 -n ec-k")[2][3],
+        "P-384"
+    );
+
+    // Identities and role assignments.
+    let id = identity(&c, "tbl-id");
+    let t = table(&c, "identity list");
+    assert_eq!(
+        t[0],
+        [
+            "Name",
+            "ResourceGroup",
+            "Location",
+            "PrincipalId",
+            "ClientId"
+        ]
+    );
+    assert_eq!(t[2][..4], ["tbl-id", "default", "local", id.as_str()]);
+    let kv = admin(&c, "keyvault show -n kv-t1")["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assign(&c, KV_READER, &id, &kv);
+    let t = table(&c, &format!("role assignment list --assignee {id}"));
+    assert_eq!(t[0], ["Principal", "Role", "Scope", "Name"]);
+    assert_eq!(t[2][0], id);
+    assert_eq!(t[2][1..4], ["Key", "Vault", "Reader"]);
+    assert_eq!(t[2][4], kv);
+    let t = table(&c, "role definition list");
+    assert_eq!(t[0], ["RoleName", "Name", "RoleType"]);
+    assert!(
+        t.iter()
+            .any(|r| r[..2] == ["Owner", "8e3af657-a8ff-443c-a75c-2fe8c4bcb635"])
+    );
+}
