@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! walker thread:  walk ─ stat ─ (unchanged? reuse parent's chunk list)
-//!                        └ read ─ chunk (keyed FastCDC, four-lane candidate scan)
+//!                        └ read ─ chunk (keyed FastCDC, four-lane candidate scan; for
+//!                          large files half of each 4 MiB window is scanned on a helper thread)
 //!                            ├ small file: keyed hash ─ dedup check ─ new? ─┐
 //!                            └ file ≥ 8 MiB or stream: sent unhashed ───────┤ bounded channel
 //! N workers:      [keyed hash ─ dedup check ─ id back to the walker, in order]
@@ -392,28 +393,33 @@ impl Walker<'_> {
         let parallel = size_hint >= ASYNC_HASH_MIN_FILE;
         let (reply_tx, reply_rx) = crossbeam_channel::unbounded::<(usize, ChunkId)>();
         let mut count = 0usize;
-        let n = chunker.for_each_chunk(reader, &mut buf, |chunk| -> Result<(), ReadOrEngine> {
-            if self.progress.stop_requested() {
-                return Err(ReadOrEngine::Engine(EngineError::Stopped));
-            }
-            if parallel {
-                let job = Job {
-                    id: None,
-                    kind: BlobKind::Data,
-                    data: self.copy(chunk),
-                    reply: Some((count, reply_tx.clone())),
-                };
-                self.send(job).map_err(ReadOrEngine::Engine)?;
-            } else {
-                ids.push(
-                    self.put_blob(BlobKind::Data, chunk)
-                        .map_err(ReadOrEngine::Engine)?,
-                );
-            }
-            count += 1;
-            self.progress.advance(chunk.len() as u64, 0);
-            Ok(())
-        });
+        let n = chunker.for_each_chunk(
+            reader,
+            &mut buf,
+            parallel,
+            |chunk| -> Result<(), ReadOrEngine> {
+                if self.progress.stop_requested() {
+                    return Err(ReadOrEngine::Engine(EngineError::Stopped));
+                }
+                if parallel {
+                    let job = Job {
+                        id: None,
+                        kind: BlobKind::Data,
+                        data: self.copy(chunk),
+                        reply: Some((count, reply_tx.clone())),
+                    };
+                    self.send(job).map_err(ReadOrEngine::Engine)?;
+                } else {
+                    ids.push(
+                        self.put_blob(BlobKind::Data, chunk)
+                            .map_err(ReadOrEngine::Engine)?,
+                    );
+                }
+                count += 1;
+                self.progress.advance(chunk.len() as u64, 0);
+                Ok(())
+            },
+        );
         self.read_buf = buf;
         drop(reply_tx);
         if parallel {

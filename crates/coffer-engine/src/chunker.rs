@@ -21,6 +21,7 @@
 use std::{
     collections::VecDeque,
     io::{self, Read},
+    thread,
 };
 
 use coffer_crypto::{DataKey, kdf, labels};
@@ -47,6 +48,8 @@ type Candidate = (u64, u64);
 /// the candidates not yet passed by a cut.
 #[derive(Default)]
 struct Scan {
+    /// Whether large regions are scanned on two threads.
+    split: bool,
     hash: u64,
     /// Absolute offset of the next byte to scan.
     scanned: u64,
@@ -55,6 +58,10 @@ struct Scan {
 }
 
 const LANES: usize = 4;
+
+/// Regions at least this large are scanned in two halves on two threads (when
+/// splitting is asked for).
+const SPLIT_MIN: usize = 1 << 20;
 
 /// Records the lanes whose hash is a candidate at lane offset `i` (rare: out of line).
 #[cold]
@@ -97,30 +104,79 @@ impl Chunker {
     }
 
     /// Scans `data[from..]` (absolute offset of `data[0]`: `base`), appending its
-    /// candidates to `scan` (the first lane continues the rolling hash; the others
-    /// warm up on the `settle` bytes before them, inside the region).
+    /// candidates to `scan`. With `scan.split`, a large region's second half is
+    /// scanned on a helper thread, so that the reading thread is not the pipeline's
+    /// bottleneck.
     fn scan(&self, data: &[u8], from: usize, base: u64, scan: &mut Scan) {
         debug_assert_eq!(base + from as u64, scan.scanned);
+        let to = data.len();
+        let Scan {
+            hash,
+            candidates,
+            lanes,
+            ..
+        } = scan;
+        if scan.split && to - from >= SPLIT_MIN {
+            let mid = from + (to - from) / 2;
+            let (first, (last_hash, second)) = thread::scope(|s| {
+                let helper = s.spawn(|| {
+                    let mut lanes = <[Vec<Candidate>; LANES]>::default();
+                    let mut out = Vec::new();
+                    let h = self.scan_range(data, mid, to, base, None, &mut lanes, &mut out);
+                    (h, out)
+                });
+                let mut out = Vec::new();
+                self.scan_range(data, from, mid, base, Some(*hash), lanes, &mut out);
+                (out, helper.join().expect("chunk scan helper"))
+            });
+            candidates.extend(first);
+            candidates.extend(second);
+            *hash = last_hash;
+        } else {
+            let mut out = Vec::new();
+            *hash = self.scan_range(data, from, to, base, Some(*hash), lanes, &mut out);
+            candidates.extend(out);
+        }
+        scan.scanned = base + to as u64;
+    }
+
+    /// Scans `data[from..to]` in four lanes, appending its candidates (in order) to
+    /// `out`; returns the rolling hash after `to`. The first lane continues `hash`
+    /// (or, without one, warms up on the `settle` bytes before `from`, which must then
+    /// be in `data`); the others warm up on the `settle` bytes before them.
+    #[allow(clippy::too_many_arguments)]
+    fn scan_range(
+        &self,
+        data: &[u8],
+        from: usize,
+        to: usize,
+        base: u64,
+        hash: Option<u64>,
+        lanes: &mut [Vec<Candidate>; LANES],
+        out: &mut Vec<Candidate>,
+    ) -> u64 {
         let gear: &[u64; 256] = &self.gear;
         let mb = self.mask_both;
-        let region = &data[from..];
+        let warm = |end: usize| {
+            data[end - self.settle..end]
+                .iter()
+                .fold(0u64, |h, &b| (h << 1).wrapping_add(gear[b as usize]))
+        };
+        let mut hash = hash.unwrap_or_else(|| warm(from));
+        let region = &data[from..to];
         let lane_len = region.len() / LANES;
         let mut tail_from = 0;
-        let mut hash = scan.hash;
         if lane_len >= 4 * self.settle {
-            // Four lanes in lock step; lanes 1..4 first roll over the `settle` bytes
-            // before their start so their hashes are valid from their first byte.
-            let warm = |end: usize| {
-                let start = from + end - self.settle;
-                data[start..from + end]
-                    .iter()
-                    .fold(0u64, |h, &b| (h << 1).wrapping_add(gear[b as usize]))
-            };
-            let (mut h0, mut h1, mut h2, mut h3) =
-                (hash, warm(lane_len), warm(2 * lane_len), warm(3 * lane_len));
+            // Four lanes in lock step (independent dependency chains).
+            let (mut h0, mut h1, mut h2, mut h3) = (
+                hash,
+                warm(from + lane_len),
+                warm(from + 2 * lane_len),
+                warm(from + 3 * lane_len),
+            );
             let lane = |k: usize| &region[k * lane_len..(k + 1) * lane_len];
             let (l0, l1, l2, l3) = (lane(0), lane(1), lane(2), lane(3));
-            for lane in &mut scan.lanes {
+            for lane in lanes.iter_mut() {
                 lane.clear();
             }
             for i in 0..lane_len {
@@ -130,11 +186,11 @@ impl Chunker {
                 h3 = (h3 << 1).wrapping_add(gear[l3[i] as usize]);
                 if (h0 & mb == 0) | (h1 & mb == 0) | (h2 & mb == 0) | (h3 & mb == 0) {
                     let pos = base + (from + i) as u64;
-                    record(&mut scan.lanes, [h0, h1, h2, h3], mb, pos, lane_len as u64);
+                    record(lanes, [h0, h1, h2, h3], mb, pos, lane_len as u64);
                 }
             }
-            for lane in &scan.lanes {
-                scan.candidates.extend(lane.iter().copied());
+            for lane in lanes.iter() {
+                out.extend_from_slice(lane);
             }
             hash = h3;
             tail_from = LANES * lane_len;
@@ -142,12 +198,10 @@ impl Chunker {
         for (i, &b) in region[tail_from..].iter().enumerate() {
             hash = (hash << 1).wrapping_add(gear[b as usize]);
             if hash & mb == 0 {
-                scan.candidates
-                    .push_back((base + (from + tail_from + i) as u64, hash));
+                out.push((base + (from + tail_from + i) as u64, hash));
             }
         }
-        scan.hash = hash;
-        scan.scanned = base + data.len() as u64;
+        hash
     }
 
     /// Length of the chunk starting at `data[0]` (absolute offset `at`), where `data`
@@ -195,18 +249,27 @@ impl Chunker {
     /// Splits a reader into chunks, calling `f` for each; memory stays bounded by a
     /// few maximum chunk sizes. `buf` is a reusable read window (grown once, never
     /// zeroed again: reusing it across many small files matters). Returns the total
-    /// number of bytes read.
+    /// number of bytes read. With `split` (large inputs) the window is larger and
+    /// half of each refill's scan runs on a helper thread.
     pub(crate) fn for_each_chunk<R: Read, E: From<io::Error>>(
         &self,
         mut reader: R,
         buf: &mut Vec<u8>,
+        split: bool,
         mut f: impl FnMut(&[u8]) -> Result<(), E>,
     ) -> Result<u64, E> {
-        let window = (self.max * 4).max(1 << 20);
+        let window = if split {
+            (self.max * 16).max(4 << 20)
+        } else {
+            (self.max * 4).max(1 << 20)
+        };
         if buf.len() < window {
             buf.resize(window, 0);
         }
-        let mut scan = Scan::default();
+        let mut scan = Scan {
+            split: split && thread::available_parallelism().is_ok_and(|n| n.get() > 1),
+            ..Scan::default()
+        };
         let mut base = 0u64; // absolute offset of buf[0]
         let mut start = 0usize;
         let mut end = 0usize;
@@ -343,6 +406,7 @@ mod tests {
             (2 << 10, 8 << 10, 32 << 10),
             (64 << 10, 256 << 10, 1 << 20),
             (4096, 16384, 65536),
+            (64, 256, 1024),
         ];
         for (i, &(min, avg, max)) in params.iter().enumerate() {
             let c = Chunker::new(&DataKey::generate().unwrap(), min, avg, max);
@@ -352,22 +416,61 @@ mod tests {
                 let mut got = Vec::new();
                 c.for_each_chunk_in(d, |ch| got.push(ch.len()));
                 assert_eq!(got, want, "in-memory, params {i}, input {j}");
+                let mut got = Vec::new();
+                c.for_each_chunk::<_, io::Error>(d.as_slice(), &mut Vec::new(), true, |ch| {
+                    got.push(ch.len());
+                    Ok(())
+                })
+                .unwrap();
+                assert_eq!(got, want, "split scan, params {i}, input {j}");
                 if j % 4 == 0 {
                     let mut got = Vec::new();
-                    c.for_each_chunk::<_, io::Error>(Trickle(d, 10_007), &mut Vec::new(), |ch| {
-                        got.push(ch.len());
-                        Ok(())
-                    })
-                    .unwrap();
-                    assert_eq!(got, want, "trickle, params {i}, input {j}");
+                    let mut buf = Vec::new();
+                    for split in [false, true] {
+                        got.clear();
+                        c.for_each_chunk::<_, io::Error>(
+                            Trickle(d, 10_007),
+                            &mut buf,
+                            split,
+                            |ch| {
+                                got.push(ch.len());
+                                Ok(())
+                            },
+                        )
+                        .unwrap();
+                        assert_eq!(got, want, "trickle, params {i}, input {j}, split {split}");
+                    }
                 }
             }
         }
     }
 
+    #[test]
+    fn split_scan_finds_exactly_the_sequential_candidates() {
+        // Small chunks: dense candidates, so a wrong hash anywhere shows.
+        let c = Chunker::new(&DataKey::generate().unwrap(), 64, 256, 1024);
+        let d = data(3 << 20);
+        let mut all = Vec::new();
+        for split in [false, true] {
+            let mut scan = Scan {
+                split,
+                ..Scan::default()
+            };
+            c.scan(&d[..1000], 0, 0, &mut scan);
+            c.scan(&d, 1000, 0, &mut scan);
+            // Only the masked bits are defined by the last bytes (the rest depend on
+            // where a lane started).
+            let m = c.mask_s | c.mask_l;
+            let cands: Vec<_> = scan.candidates.iter().map(|&(p, h)| (p, h & m)).collect();
+            all.push((scan.hash & m, cands));
+        }
+        assert!(all[0].1.len() > 1000);
+        assert!(all[0] == all[1], "split and sequential scans differ");
+    }
+
     fn cuts(c: &Chunker, d: &[u8]) -> Vec<usize> {
         let mut v = Vec::new();
-        c.for_each_chunk::<_, io::Error>(d, &mut Vec::new(), |ch| {
+        c.for_each_chunk::<_, io::Error>(d, &mut Vec::new(), false, |ch| {
             v.push(ch.len());
             Ok(())
         })
