@@ -1355,3 +1355,25 @@ fn table_output_of_key_vaults_keys_identities_and_roles() {
             .any(|r| r[..2] == ["Owner", "8e3af657-a8ff-443c-a75c-2fe8c4bcb635"])
     );
 }
+
+/// A data-plane result is returned only once its audit record is committed: when the
+/// record cannot be written, the caller gets an error and no wrapped key.
+#[test]
+fn a_data_plane_result_is_never_returned_without_its_audit_record() {
+    let c = Coffer::new();
+    admin(&c, "keyvault create -n kv-aud");
+    admin(&c, "keyvault key create --vault-name kv-aud -n k");
+    wrapped(&c, "kv-aud", "k");
+    let db = rusqlite::Connection::open(c.home.join("catalog.db")).unwrap();
+    db.execute_batch(
+        "CREATE TRIGGER no_audit BEFORE INSERT ON kv_audit \
+         BEGIN SELECT RAISE(ABORT, 'audit store unavailable'); END;",
+    )
+    .unwrap();
+    let w = wrap(&c, None, "kv-aud", "k");
+    assert!(!w.status.success());
+    assert!(w.json.is_null(), "{}", w.json);
+    assert_eq!(w.code(), "CatalogError");
+    db.execute_batch("DROP TRIGGER no_audit").unwrap();
+    wrapped(&c, "kv-aud", "k");
+}

@@ -314,7 +314,7 @@ impl Instance {
             }
             self.create_assignment(role, assignee, &scope, Some(&v.guid))
         })();
-        self.audit_key(
+        let _ = self.audit_key(
             &v,
             self.principal(),
             "roleAssignments/write",

@@ -98,8 +98,8 @@ impl Instance {
         key: Option<&str>,
         version: Option<&str>,
         r: &Result<T>,
-    ) {
-        let _ = self.catalog.log_key_audit(&KeyAuditRow {
+    ) -> Result<()> {
+        self.catalog.log_key_audit(&KeyAuditRow {
             seq: 0,
             vault_guid: v.guid.clone(),
             time_ms: util::clock_ms(),
@@ -113,7 +113,8 @@ impl Instance {
                     .clone()
                     .unwrap_or_else(|| e.code.as_str().to_owned())
             }),
-        });
+        })?;
+        Ok(())
     }
 
     fn check_usable(row: &KeyVersionRow, op: &str, now_ms: i64) -> Result<KeyAttrs> {
@@ -173,8 +174,10 @@ impl Instance {
             let key = self.open_material(&v, &row)?;
             f(&v, &row, key)
         })();
-        self.audit_key(&v, principal, op, Some(name), used_version.as_deref(), &r);
-        r
+        // Fail closed: a cryptographic result is only returned once its audit record
+        // is durable.
+        let audited = self.audit_key(&v, principal, op, Some(name), used_version.as_deref(), &r);
+        r.and_then(|out| audited.map(|()| out))
     }
 
     /// One RSA-OAEP operation (`op`: wrapKey, unwrapKey, encrypt, decrypt) on the

@@ -118,7 +118,7 @@ impl Instance {
             if k.scheduled_purge_ms.is_some_and(|t| t <= now) {
                 self.purge_key_material(&v, &k.name)?;
                 let done: Result<()> = Ok(());
-                self.audit_key(&v, "KeyVaultService", "purge", Some(&k.name), None, &done);
+                let _ = self.audit_key(&v, "KeyVaultService", "purge", Some(&k.name), None, &done);
                 n += 1;
                 continue;
             }
@@ -156,7 +156,7 @@ impl Instance {
                         .catalog
                         .key(&v.guid, &k.name)?
                         .map(|x| x.current_version);
-                    self.audit_key(
+                    let _ = self.audit_key(
                         v,
                         "KeyRotationPolicy",
                         "rotate",
