@@ -2,10 +2,11 @@
 //!
 //! ```text
 //! walker thread:  walk ─ stat ─ (unchanged? reuse parent's chunk list)
-//!                        └ read ─ chunk (keyed FastCDC, four-lane candidate scan; for
-//!                          large files half of each 4 MiB window is scanned on a helper thread)
-//!                            ├ small file: keyed hash ─ dedup check ─ new? ─┐
-//!                            └ file ≥ 8 MiB or stream: sent unhashed ───────┤ bounded channel
+//!                        └ read ─ chunk (keyed FastCDC, four-lane candidate scan)
+//!                            ├ small file: keyed hash ─ dedup check ─ new? ─ copy ─┐
+//!                            └ file ≥ 8 MiB or stream: read in 2 MiB shared blocks ┤ bounded
+//!                              (half of each block scanned on a helper thread),    │ channel
+//!                              chunks sent unhashed as block ranges, not copies ───┤
 //! N workers:      [keyed hash ─ dedup check ─ id back to the walker, in order]
 //!                 ─ compress (zstd, skipped when incompressible) straight into the open pack
 //!                 ─ encrypt in place ─ full pack ─┐ rendezvous channel
@@ -14,17 +15,19 @@
 //! ```
 //! The walker builds the trees itself (a chunk's id is known as soon as it is
 //! hashed, or comes back from the workers before the file's node is made). Memory is
-//! bounded by the channel, one read window, one open pack per worker, one pack being
-//! written and one spare pack buffer; chunk copies and pack buffers are recycled
-//! rather than allocated per chunk or per pack.
+//! bounded by the channel (and the few read blocks its chunks refer to), one read
+//! window, one open pack per worker, one pack being written and one spare pack
+//! buffer; chunk copies, read blocks and pack buffers are recycled rather than
+//! allocated per chunk, block or pack.
 
 use std::{
     fs::{self, File, Metadata},
     io::Read,
+    ops::Range,
     os::unix::{ffi::OsStrExt, fs::MetadataExt},
     path::{Path, PathBuf},
     sync::{
-        Mutex,
+        Arc, Mutex,
         atomic::{AtomicBool, Ordering},
     },
     thread,
@@ -49,19 +52,50 @@ use crate::{
 struct Job {
     id: Option<ChunkId>,
     kind: BlobKind,
-    data: Vec<u8>,
+    data: ChunkData,
     reply: Option<(usize, Sender<(usize, ChunkId)>)>,
+}
+
+/// A chunk's bytes: a copy (small files, trees) or a range of a shared read block
+/// (large files and streams: no copy per chunk).
+enum ChunkData {
+    Owned(Vec<u8>),
+    Shared(Arc<Vec<u8>>, Range<usize>),
+}
+
+impl ChunkData {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Self::Owned(v) => v,
+            Self::Shared(block, range) => &block[range.clone()],
+        }
+    }
+
+    /// Hands the buffer back to its pool (a shared block once its last chunk is done).
+    fn recycle(self, pools: &Pools) {
+        match self {
+            Self::Owned(v) => {
+                let _ = pools.chunks.0.try_send(v);
+            }
+            Self::Shared(block, _) => {
+                if let Some(b) = Arc::into_inner(block) {
+                    let _ = pools.blocks.0.try_send(b);
+                }
+            }
+        }
+    }
 }
 
 /// Files at least this large are hashed by the workers (the walker only reads and
 /// chunks them); smaller ones are hashed inline, where a round trip would cost more.
 const ASYNC_HASH_MIN_FILE: u64 = 8 << 20;
 
-/// Buffers passed back for reuse instead of being freed: chunk copies (walker →
-/// worker → walker) and pack buffers (worker → pack writer → worker). Reusing them
+/// Buffers passed back for reuse instead of being freed: chunk copies and read
+/// blocks (walker → worker → walker) and pack buffers (worker → pack writer → worker). Reusing them
 /// keeps the process from touching fresh memory for every chunk and pack.
 struct Pools {
     chunks: (Sender<Vec<u8>>, Receiver<Vec<u8>>),
+    blocks: (Sender<Vec<u8>>, Receiver<Vec<u8>>),
     packs: (Sender<Vec<u8>>, Receiver<Vec<u8>>),
 }
 
@@ -105,6 +139,7 @@ pub(crate) fn run(
     let (pack_tx, pack_rx) = bounded::<FinishedPack>(0);
     let pools = Pools {
         chunks: bounded(n_workers * 6 + 2),
+        blocks: bounded(2),
         packs: bounded(1),
     };
     // Set when storing a pack failed: the workers stop compressing.
@@ -125,7 +160,7 @@ pub(crate) fn run(
             index: &index,
             queued: &queued,
             tx,
-            chunk_pool: &pools.chunks.1,
+            pools,
             progress,
             stats: Stats::default(),
             warnings: Vec::new(),
@@ -262,7 +297,7 @@ fn worker(
         let (id, new) = match job.id {
             Some(id) => (id, true),
             None => {
-                let id = inner.id_key.id(&job.data);
+                let id = inner.id_key.id(job.data.bytes());
                 let new = !index.contains(&id)
                     && queued.lock().map(|mut q| q.insert(id)).unwrap_or(false);
                 (id, new)
@@ -285,7 +320,7 @@ fn worker(
                         slot.insert(PackWriter::with_buffer(&inner.dek, job.kind, target, buf)?)
                     }
                 };
-                w.add_chunk(id, &job.data, level);
+                w.add_chunk(id, job.data.bytes(), level);
                 if w.is_full() {
                     hand_off(slot.take().expect("present"))?;
                 }
@@ -295,7 +330,7 @@ fn worker(
                 failed = Some(e);
             }
         }
-        let _ = pools.chunks.0.try_send(job.data);
+        job.data.recycle(pools);
     }
     if let Some(e) = failed {
         return Err(e);
@@ -320,8 +355,8 @@ struct Walker<'a> {
     index: &'a Index,
     queued: &'a Mutex<IdSet>,
     tx: Sender<Job>,
-    /// Recycled chunk buffers (see [`Pools`]).
-    chunk_pool: &'a Receiver<Vec<u8>>,
+    /// Recycled buffers.
+    pools: &'a Pools,
     progress: &'a dyn Progress,
     stats: Stats,
     warnings: Vec<String>,
@@ -335,11 +370,11 @@ fn nanos(secs: i64, nsec: i64) -> i64 {
 
 impl Walker<'_> {
     /// A copy of `data` in a recycled buffer, to send to a worker.
-    fn copy(&self, data: &[u8]) -> Vec<u8> {
-        let mut v = self.chunk_pool.try_recv().unwrap_or_default();
+    fn copy(&self, data: &[u8]) -> ChunkData {
+        let mut v = self.pools.chunks.1.try_recv().unwrap_or_default();
         v.clear();
         v.extend_from_slice(data);
-        v
+        ChunkData::Owned(v)
     }
 
     /// Hashes a blob and queues it for storage unless the vault already has it.
@@ -393,33 +428,45 @@ impl Walker<'_> {
         let parallel = size_hint >= ASYNC_HASH_MIN_FILE;
         let (reply_tx, reply_rx) = crossbeam_channel::unbounded::<(usize, ChunkId)>();
         let mut count = 0usize;
-        let n = chunker.for_each_chunk(
-            reader,
-            &mut buf,
-            parallel,
-            |chunk| -> Result<(), ReadOrEngine> {
-                if self.progress.stop_requested() {
-                    return Err(ReadOrEngine::Engine(EngineError::Stopped));
-                }
-                if parallel {
+        let n = if parallel {
+            let pools = self.pools;
+            chunker.for_each_shared_chunk(
+                reader,
+                || pools.blocks.1.try_recv().unwrap_or_default(),
+                |block| {
+                    let _ = pools.blocks.0.try_send(block);
+                },
+                |block, range| -> Result<(), ReadOrEngine> {
+                    if self.progress.stop_requested() {
+                        return Err(ReadOrEngine::Engine(EngineError::Stopped));
+                    }
+                    let len = range.len() as u64;
                     let job = Job {
                         id: None,
                         kind: BlobKind::Data,
-                        data: self.copy(chunk),
+                        data: ChunkData::Shared(Arc::clone(block), range),
                         reply: Some((count, reply_tx.clone())),
                     };
                     self.send(job).map_err(ReadOrEngine::Engine)?;
-                } else {
-                    ids.push(
-                        self.put_blob(BlobKind::Data, chunk)
-                            .map_err(ReadOrEngine::Engine)?,
-                    );
+                    count += 1;
+                    self.progress.advance(len, 0);
+                    Ok(())
+                },
+            )
+        } else {
+            chunker.for_each_chunk(reader, &mut buf, |chunk| -> Result<(), ReadOrEngine> {
+                if self.progress.stop_requested() {
+                    return Err(ReadOrEngine::Engine(EngineError::Stopped));
                 }
+                ids.push(
+                    self.put_blob(BlobKind::Data, chunk)
+                        .map_err(ReadOrEngine::Engine)?,
+                );
                 count += 1;
                 self.progress.advance(chunk.len() as u64, 0);
                 Ok(())
-            },
-        );
+            })
+        };
         self.read_buf = buf;
         drop(reply_tx);
         if parallel {

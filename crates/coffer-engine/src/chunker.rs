@@ -21,6 +21,8 @@
 use std::{
     collections::VecDeque,
     io::{self, Read},
+    ops::Range,
+    sync::Arc,
     thread,
 };
 
@@ -62,6 +64,20 @@ const LANES: usize = 4;
 /// Regions at least this large are scanned in two halves on two threads (when
 /// splitting is asked for).
 const SPLIT_MIN: usize = 1 << 20;
+
+/// Reads into `buf[*end..]` until it is full or the input ends; returns whether it
+/// ended.
+fn fill(reader: &mut impl Read, buf: &mut [u8], end: &mut usize) -> io::Result<bool> {
+    while *end < buf.len() {
+        match reader.read(&mut buf[*end..]) {
+            Ok(0) => return Ok(true),
+            Ok(n) => *end += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(false)
+}
 
 /// Records the lanes whose hash is a candidate at lane offset `i` (rare: out of line).
 #[cold]
@@ -249,27 +265,18 @@ impl Chunker {
     /// Splits a reader into chunks, calling `f` for each; memory stays bounded by a
     /// few maximum chunk sizes. `buf` is a reusable read window (grown once, never
     /// zeroed again: reusing it across many small files matters). Returns the total
-    /// number of bytes read. With `split` (large inputs) the window is larger and
-    /// half of each refill's scan runs on a helper thread.
+    /// number of bytes read. (Large inputs: [`Self::for_each_shared_chunk`].)
     pub(crate) fn for_each_chunk<R: Read, E: From<io::Error>>(
         &self,
         mut reader: R,
         buf: &mut Vec<u8>,
-        split: bool,
         mut f: impl FnMut(&[u8]) -> Result<(), E>,
     ) -> Result<u64, E> {
-        let window = if split {
-            (self.max * 16).max(4 << 20)
-        } else {
-            (self.max * 4).max(1 << 20)
-        };
+        let window = (self.max * 4).max(1 << 20);
         if buf.len() < window {
             buf.resize(window, 0);
         }
-        let mut scan = Scan {
-            split: split && thread::available_parallelism().is_ok_and(|n| n.get() > 1),
-            ..Scan::default()
-        };
+        let mut scan = Scan::default();
         let mut base = 0u64; // absolute offset of buf[0]
         let mut start = 0usize;
         let mut end = 0usize;
@@ -282,17 +289,7 @@ impl Chunker {
                 end -= start;
                 start = 0;
                 let fresh = end;
-                while end < buf.len() {
-                    match reader.read(&mut buf[end..]) {
-                        Ok(0) => {
-                            eof = true;
-                            break;
-                        }
-                        Ok(n) => end += n,
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                        Err(e) => return Err(e.into()),
-                    }
-                }
+                eof = fill(&mut reader, buf, &mut end)?;
                 // A last chunk no longer than the minimum is cut without hashing.
                 if !(eof && end <= self.min) {
                     self.scan(&buf[..end], fresh, base, &mut scan);
@@ -303,6 +300,61 @@ impl Chunker {
             }
             let len = self.next_cut(&buf[start..end], base + start as u64, &mut scan);
             f(&buf[start..start + len])?;
+            start += len;
+        }
+    }
+
+    /// Splits a large reader into chunks without copying them: the input is read into
+    /// blocks of a few MiB, shared (`Arc`) with every chunk cut from them, and `f`
+    /// gets each chunk as its block and range. A new block starts with the previous
+    /// one's uncut tail (less than `max` bytes). Blocks come from `new_block` (a
+    /// recycled buffer, or an empty one); when this function drops the last reference
+    /// to a block it hands it to `recycle`. Half of each block's scan runs on a
+    /// helper thread. Returns the total number of bytes read.
+    pub(crate) fn for_each_shared_chunk<R: Read, E: From<io::Error>>(
+        &self,
+        mut reader: R,
+        mut new_block: impl FnMut() -> Vec<u8>,
+        mut recycle: impl FnMut(Vec<u8>),
+        mut f: impl FnMut(&Arc<Vec<u8>>, Range<usize>) -> Result<(), E>,
+    ) -> Result<u64, E> {
+        let block_len = (self.max * 8).max(2 << 20);
+        let mut scan = Scan {
+            split: thread::available_parallelism().is_ok_and(|n| n.get() > 1),
+            ..Scan::default()
+        };
+        let mut cur = Arc::new(Vec::new());
+        let mut base = 0u64; // absolute offset of cur[0]
+        let mut start = 0usize;
+        let mut end = 0usize;
+        let mut eof = false;
+        loop {
+            if !eof && end - start < self.max {
+                let mut next = new_block();
+                // Recycled blocks keep their length: no zeroing after the first use.
+                if next.len() != block_len {
+                    next.resize(block_len, 0);
+                }
+                next[..end - start].copy_from_slice(&cur[start..end]);
+                base += start as u64;
+                end -= start;
+                start = 0;
+                let old = std::mem::replace(&mut cur, Arc::new(Vec::new()));
+                if let Some(old) = Arc::into_inner(old).filter(|b| b.len() == block_len) {
+                    recycle(old);
+                }
+                let fresh = end;
+                eof = fill(&mut reader, &mut next, &mut end)?;
+                if !(eof && end <= self.min) {
+                    self.scan(&next[..end], fresh, base, &mut scan);
+                }
+                cur = Arc::new(next);
+            }
+            if start == end {
+                return Ok(base + end as u64);
+            }
+            let len = self.next_cut(&cur[start..end], base + start as u64, &mut scan);
+            f(&cur, start..start + len)?;
             start += len;
         }
     }
@@ -416,30 +468,21 @@ mod tests {
                 let mut got = Vec::new();
                 c.for_each_chunk_in(d, |ch| got.push(ch.len()));
                 assert_eq!(got, want, "in-memory, params {i}, input {j}");
-                let mut got = Vec::new();
-                c.for_each_chunk::<_, io::Error>(d.as_slice(), &mut Vec::new(), true, |ch| {
-                    got.push(ch.len());
-                    Ok(())
-                })
-                .unwrap();
-                assert_eq!(got, want, "split scan, params {i}, input {j}");
+                assert_eq!(
+                    shared_cuts(&c, d, d.len()),
+                    want,
+                    "shared, params {i}, input {j}"
+                );
                 if j % 4 == 0 {
                     let mut got = Vec::new();
-                    let mut buf = Vec::new();
-                    for split in [false, true] {
-                        got.clear();
-                        c.for_each_chunk::<_, io::Error>(
-                            Trickle(d, 10_007),
-                            &mut buf,
-                            split,
-                            |ch| {
-                                got.push(ch.len());
-                                Ok(())
-                            },
-                        )
-                        .unwrap();
-                        assert_eq!(got, want, "trickle, params {i}, input {j}, split {split}");
-                    }
+                    c.for_each_chunk::<_, io::Error>(Trickle(d, 10_007), &mut Vec::new(), |ch| {
+                        got.push(ch.len());
+                        Ok(())
+                    })
+                    .unwrap();
+                    assert_eq!(got, want, "trickle, params {i}, input {j}");
+                    let got = shared_cuts(&c, d, 10_007);
+                    assert_eq!(got, want, "shared trickle, params {i}, input {j}");
                 }
             }
         }
@@ -468,9 +511,38 @@ mod tests {
         assert!(all[0] == all[1], "split and sequential scans differ");
     }
 
+    /// Cut lengths through [`Chunker::for_each_shared_chunk`] (reading at most `step`
+    /// bytes per call, recycling blocks), checking each chunk's bytes.
+    fn shared_cuts(c: &Chunker, d: &[u8], step: usize) -> Vec<usize> {
+        let mut v = Vec::new();
+        let mut pos = 0;
+        let pool = std::cell::RefCell::new(Vec::<Vec<u8>>::new());
+        let mut held = Vec::new();
+        let n = c
+            .for_each_shared_chunk::<_, io::Error>(
+                Trickle(d, step),
+                || pool.borrow_mut().pop().unwrap_or_default(),
+                |b| pool.borrow_mut().push(b),
+                |block, range| {
+                    assert_eq!(&block[range.clone()], &d[pos..pos + range.len()]);
+                    pos += range.len();
+                    v.push(range.len());
+                    // Hold a few blocks for a while, as queued jobs do.
+                    held.push(Arc::clone(block));
+                    if held.len() > 3 {
+                        held.remove(0);
+                    }
+                    Ok(())
+                },
+            )
+            .unwrap();
+        assert_eq!(n, d.len() as u64);
+        v
+    }
+
     fn cuts(c: &Chunker, d: &[u8]) -> Vec<usize> {
         let mut v = Vec::new();
-        c.for_each_chunk::<_, io::Error>(d, &mut Vec::new(), false, |ch| {
+        c.for_each_chunk::<_, io::Error>(d, &mut Vec::new(), |ch| {
             v.push(ch.len());
             Ok(())
         })
