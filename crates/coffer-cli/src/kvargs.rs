@@ -136,7 +136,8 @@ pub(crate) struct KvOpts {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum KeyVaultCmd {
-    /// Create a key vault (or, with --hsm-name, a managed HSM).
+    /// Create a key vault (or, with --hsm-name, a managed HSM). A premium key vault
+    /// (--sku premium) may name a PKCS#11 token for its RSA-HSM / EC-HSM keys.
     Create {
         /// Key vault name (3-24 letters, digits, '-').
         #[arg(short = 'n', long, required_unless_present = "hsm_name")]
@@ -145,10 +146,10 @@ pub(crate) enum KeyVaultCmd {
         /// --pkcs11-module, --token-label and --pin-file.
         #[arg(long, conflicts_with = "name", requires_all = ["pkcs11_module", "token_label", "pin_file"])]
         hsm_name: Option<String>,
-        /// PKCS#11 module of a managed HSM (e.g. /usr/lib/softhsm/libsofthsm2.so).
+        /// PKCS#11 module of a managed HSM or premium key vault (e.g. /usr/lib/softhsm/libsofthsm2.so).
         #[arg(long, value_name = "PATH")]
         pkcs11_module: Option<PathBuf>,
-        /// Label of the managed HSM's token.
+        /// Label of the token.
         #[arg(long)]
         token_label: Option<String>,
         /// File holding the token's user PIN (never pass a PIN on the command line).

@@ -163,32 +163,39 @@ pub(crate) fn keyvault(inst: &Instance, cmd: KeyVaultCmd, p: &Printer) -> Result
             resource_group,
             location,
             opts: o,
-        } => match (hsm_name, pkcs11_module, token_label, pin_file) {
-            (Some(h), Some(module), Some(token_label), Some(pin_file)) => {
-                let token = HsmConfig {
+        } => {
+            let o = opts(o, location)?;
+            let token = match (pkcs11_module, token_label, pin_file) {
+                (Some(module), Some(token_label), Some(pin_file)) => Some(HsmConfig {
                     module,
                     token_label,
                     pin_file,
-                };
-                p.table(
-                    &inst.create_managed_hsm(&resource_group, &h, opts(o, location)?, token)?,
-                    KEY_VAULTS,
-                )
-            }
-            (None, None, None, None) => {
-                let name = name.unwrap_or_default();
-                p.table(
-                    &inst.create_key_vault(&resource_group, &name, opts(o, location)?)?,
-                    KEY_VAULTS,
-                )
-            }
-            _ => {
-                return Err(Error::new(
-                    ErrorCode::BadParameter,
-                    "--pkcs11-module, --token-label and --pin-file configure a managed HSM: use them with --hsm-name",
-                ));
-            }
-        },
+                }),
+                (None, None, None) => None,
+                _ => {
+                    return Err(Error::new(
+                        ErrorCode::BadParameter,
+                        "--pkcs11-module, --token-label and --pin-file go together: they name the token \
+                         of a managed HSM (--hsm-name) or of a premium key vault (-n NAME --sku premium)",
+                    ));
+                }
+            };
+            let g = &resource_group;
+            let v = match (hsm_name, token) {
+                (Some(h), Some(t)) => inst.create_managed_hsm(g, &h, o, t)?,
+                (None, Some(t)) => {
+                    inst.create_key_vault_with_token(g, &name.unwrap_or_default(), o, t)?
+                }
+                (None, None) => inst.create_key_vault(g, &name.unwrap_or_default(), o)?,
+                (Some(_), None) => {
+                    return Err(Error::new(
+                        ErrorCode::BadParameter,
+                        "a managed HSM needs its token: --pkcs11-module, --token-label and --pin-file",
+                    ));
+                }
+            };
+            p.table(&v, KEY_VAULTS)
+        }
         KeyVaultCmd::Show(kv) => p.table(&inst.show_key_vault(&kv.name)?, KEY_VAULTS),
         KeyVaultCmd::List { resource_group } => p.table(
             &inst.list_key_vaults(resource_group.as_deref())?,

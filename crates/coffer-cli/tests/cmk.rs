@@ -766,19 +766,54 @@ fn versionless_uri_autorotates_versioned_does_not_and_purge_shreds() {
     assert!(!t.exists());
 }
 
+/// Runs `coffer -o json ARGS` with the SoftHSM2 configuration `conf`.
+fn with_token(c: &Coffer, conf: &std::path::Path, args: &[&str]) -> Out {
+    let mut all = vec!["-o", "json"];
+    all.extend(args);
+    let mut cmd = c.command(&all);
+    cmd.env("SOFTHSM2_CONF", conf);
+    c.run_with(cmd, None)
+}
+
+/// `backup-instance adhoc-backup` of instance "docs" in vault "vlt".
+const BACKUP: [&str; 6] = ["backup-instance", "adhoc-backup", "-v", "vlt", "-n", "docs"];
+
+/// Creates CMK vault "vlt" (`create`: its `backup-vault create` line) on the token key
+/// `kid`, checks the wrapped-DEK record (RSA-OAEP: SoftHSM2 lacks OAEP-SHA256), backs
+/// up a source as instance "docs" and restores it identically; `run` runs `coffer`
+/// with the token's configuration.
+fn cmk_vault_on_token_key(c: &Coffer, run: &dyn Fn(&[&str]) -> Out, create: &str, kid: &str) {
+    let v = run(&create.split_whitespace().collect::<Vec<_>>())
+        .ok()
+        .clone();
+    let guid = v["properties"]["vaultId"].as_str().unwrap();
+    let recs = stored_records(c, guid);
+    assert_eq!(recs[0]["kek"]["keyId"], kid);
+    assert_eq!(
+        recs[0]["kek"]["algorithm"], "RSA-OAEP",
+        "SoftHSM2 lacks OAEP-SHA256"
+    );
+    let src = source(c);
+    c.dir_instance("vlt", "docs", &src);
+    let rp = rp_id(run(&BACKUP).ok());
+    let target = c.path("restored");
+    run(&Coffer::restore_args(
+        "vlt",
+        "docs",
+        &rp,
+        target.to_str().unwrap(),
+    ))
+    .ok();
+    assert_eq!(snapshot(&target), snapshot(&src));
+}
+
 #[test]
 fn managed_hsm_key_with_local_rbac_wraps_with_rsa_oaep() {
     let c = Coffer::new();
     let Some((conf, pin)) = softhsm_token(&c) else {
         return;
     };
-    let run = |args: &[&str]| {
-        let mut all = vec!["-o", "json"];
-        all.extend(args);
-        let mut cmd = c.command(&all);
-        cmd.env("SOFTHSM2_CONF", &conf);
-        c.run_with(cmd, None)
-    };
+    let run = |args: &[&str]| with_token(&c, &conf, args);
     let line = |l: &str| run(&l.split_whitespace().collect::<Vec<_>>());
     let pin = pin.to_str().unwrap();
     line(&format!(
@@ -815,37 +850,17 @@ fn managed_hsm_key_with_local_rbac_wraps_with_rsa_oaep() {
         ])
     };
     assignment("create").ok();
-    let v = line(&create).ok().clone();
-    let guid = v["properties"]["vaultId"].as_str().unwrap();
-    let recs = stored_records(&c, guid);
-    assert_eq!(recs[0]["kek"]["keyId"], kid.as_str());
-    assert_eq!(
-        recs[0]["kek"]["algorithm"], "RSA-OAEP",
-        "SoftHSM2 lacks OAEP-SHA256"
-    );
-    let src = source(&c);
-    c.dir_instance("vlt", "docs", &src);
-    let backup = ["backup-instance", "adhoc-backup", "-v", "vlt", "-n", "docs"];
-    let rp = rp_id(run(&backup).ok());
-    let target = c.path("restored");
-    run(&Coffer::restore_args(
-        "vlt",
-        "docs",
-        &rp,
-        target.to_str().unwrap(),
-    ))
-    .ok();
-    assert_eq!(snapshot(&target), snapshot(&src));
+    cmk_vault_on_token_key(&c, &run, &create, &kid);
     // Removing the identity's local role is refused without --force.
     assert_eq!(
         assignment("delete").code(),
         "UserErrorCMKIdentityInUseForEncryption"
     );
-    run(&backup).ok();
+    run(&BACKUP).ok();
     line("keyvault key set-attributes --hsm-name hsm-c -n k --enabled false").ok();
-    assert_eq!(run(&backup).code(), "UserErrorCMKKeyDisabledOrExpired");
+    assert_eq!(run(&BACKUP).code(), "UserErrorCMKKeyDisabledOrExpired");
     line("keyvault key set-attributes --hsm-name hsm-c -n k --enabled true").ok();
-    run(&backup).ok();
+    run(&BACKUP).ok();
 }
 
 #[cfg(feature = "failpoints")]
@@ -1161,4 +1176,55 @@ fn autorotation_follows_key_events_and_a_schedule() {
     assert_eq!(wrapped_by(), kid2, "no event, not due yet");
     at_day(&c, 1, &["group", "list"]).ok();
     assert_eq!(wrapped_by(), kid3);
+}
+
+/// A backup vault's customer-managed key can be an RSA-HSM key of a premium key
+/// vault with a token: the DEK is wrapped (RSA-OAEP on SoftHSM2) and unwrapped in
+/// the token, authorised by the key vault's access policy for the identity.
+#[test]
+fn rsa_hsm_key_of_a_premium_key_vault_with_a_token() {
+    let c = Coffer::new();
+    let Some((conf, pin)) = softhsm_token(&c) else {
+        return;
+    };
+    let run = |args: &[&str]| with_token(&c, &conf, args);
+    let line = |l: &str| run(&l.split_whitespace().collect::<Vec<_>>());
+    line(&format!(
+        "keyvault create -n kv-prem --sku premium --enable-rbac-authorization false \
+         --enable-purge-protection true --pkcs11-module {SOFTHSM} --token-label coffer-test \
+         --pin-file {}",
+        pin.display()
+    ))
+    .ok();
+    let key =
+        line("keyvault key create --vault-name kv-prem -n k --kty RSA-HSM").ok()["key"].clone();
+    assert_eq!(key["kty"], "RSA-HSM");
+    let kid = key["kid"].as_str().unwrap().to_owned();
+    let (uai, upid) = uami(&c, "uid1");
+    let create = cmk_create_line("vlt", &uai, &kid, "");
+    assert_eq!(
+        line(&create).code(),
+        "UserErrorCMKMissingMangedIdentityPermissionOnKeyVault"
+    );
+    line(&format!(
+        "keyvault set-policy -n kv-prem --object-id {upid} --key-permissions get wrapKey unwrapKey"
+    ))
+    .ok();
+    cmk_vault_on_token_key(&c, &run, &create, &kid);
+    // The unwraps happened in the key vault, as the identity, and were audited.
+    let audit = line("keyvault audit list -n kv-prem").ok().clone();
+    assert!(audit.as_array().unwrap().iter().any(|r| {
+        r["callerPrincipalId"] == upid.as_str()
+            && r["operationName"] == "unwrapKey"
+            && r["result"] == "Succeeded"
+    }));
+    // Losing unwrapKey stops backups (with --force past the CMK guard).
+    line(&format!(
+        "keyvault delete-policy -n kv-prem --object-id {upid} --force"
+    ))
+    .ok();
+    assert_eq!(
+        run(&BACKUP).code(),
+        "UserErrorCMKMissingMangedIdentityPermissionOnKeyVault"
+    );
 }

@@ -1377,3 +1377,298 @@ fn a_data_plane_result_is_never_returned_without_its_audit_record() {
     db.execute_batch("DROP TRIGGER no_audit").unwrap();
     wrapped(&c, "kv-aud", "k");
 }
+
+/// Runs `coffer -o json [--as-principal WHO] WORDS...` with the test token's SoftHSM2
+/// configuration and the test clock `days` ahead.
+fn tok(c: &Coffer, conf: &std::path::Path, who: Option<&str>, days: i64, line: &str) -> Out {
+    let mut args = vec!["-o", "json"];
+    if let Some(p) = who {
+        args.extend(["--as-principal", p]);
+    }
+    args.extend(line.split_whitespace());
+    let mut cmd = c.command(&args);
+    cmd.env("SOFTHSM2_CONF", conf)
+        .env("COFFER_TEST_CLOCK_OFFSET_SECS", (days * 86_400).to_string());
+    c.run_with(cmd, None)
+}
+
+/// How many key objects the test token holds (SoftHSM2's file store: one
+/// `*.object` file per object besides `token.object`).
+fn token_objects(c: &Coffer) -> usize {
+    let mut n = 0;
+    for dir in std::fs::read_dir(c.path("tokens")).unwrap() {
+        for f in std::fs::read_dir(dir.unwrap().path()).unwrap() {
+            let name = f.unwrap().file_name().into_string().unwrap();
+            n += usize::from(name.ends_with(".object") && name != "token.object");
+        }
+    }
+    n
+}
+
+fn has_python_cryptography() -> bool {
+    std::process::Command::new("python3")
+        .args(["-c", "import cryptography"])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// A premium key vault configured with a token holds RSA-HSM / EC-HSM keys in the
+/// token (authorised by its access policies) next to software keys; a standard vault,
+/// or a premium one without a token, refuses HSM key types and says how to get one.
+#[test]
+fn premium_key_vault_with_a_token_keeps_hsm_keys_in_the_token() {
+    let c = Coffer::new();
+    let Some((conf, pin)) = softhsm_token(&c) else {
+        return;
+    };
+    let t = |l: &str| tok(&c, &conf, None, 0, l);
+    let token_opts = format!(
+        "--pkcs11-module {SOFTHSM} --token-label coffer-test --pin-file {}",
+        pin.display()
+    );
+    // Refusals: a token needs a premium vault; HSM keys need a token.
+    let e = t(&format!("keyvault create -n kv-tok {token_opts}")).err();
+    assert_eq!(e["code"], "BadParameter");
+    assert!(
+        e["message"].as_str().unwrap().contains("--sku premium"),
+        "{e}"
+    );
+    let e = t(&format!(
+        "keyvault create -n kv-tok --sku premium --pin-file {}",
+        pin.display()
+    ));
+    assert_eq!(e.code(), "BadParameter");
+    t("keyvault create -n kv-std").ok();
+    t("keyvault create -n kv-p0 --sku premium").ok();
+    for kv in ["kv-std", "kv-p0"] {
+        for kty in ["RSA-HSM", "EC-HSM"] {
+            let e = t(&format!(
+                "keyvault key create --vault-name {kv} -n h --kty {kty}"
+            ))
+            .err();
+            assert_eq!(e["code"], "BadParameter");
+            let m = e["message"].as_str().unwrap();
+            assert!(
+                m.contains("no PKCS#11 token") && m.contains("--sku premium --pkcs11-module"),
+                "{m}"
+            );
+        }
+    }
+    assert_eq!(token_objects(&c), 0);
+
+    let created = t(&format!(
+        "keyvault create -n kv-tok --sku premium --enable-rbac-authorization false {token_opts}"
+    ));
+    let v = created.ok();
+    assert_eq!(v["type"], "Microsoft.KeyVault/vaults");
+    assert_eq!(v["properties"]["sku"]["name"], "premium");
+    assert_eq!(v["properties"]["pkcs11"]["oaepSha256Supported"], false);
+    assert!(!String::from_utf8_lossy(&created.stdout).contains(TOKEN_PIN));
+    assert_eq!(
+        t("keyvault update -n kv-tok --sku standard").code(),
+        "BadParameter"
+    );
+
+    // An RSA-HSM key is generated in the token (two objects per version).
+    let b = t("keyvault key create --vault-name kv-tok -n hk --kty RSA-HSM")
+        .ok()
+        .clone();
+    assert_eq!(b["key"]["kty"], "RSA-HSM");
+    let kid1 = b["key"]["kid"].as_str().unwrap().to_owned();
+    assert!(
+        kid1.starts_with("https://kv-tok.vault.coffer.local/keys/hk/"),
+        "{kid1}"
+    );
+    assert!(b["key"]["d"].is_null());
+    assert_eq!(token_objects(&c), 2);
+    let sel = "--vault-name kv-tok -n hk";
+    // Wrap in Coffer (RSA-OAEP on this token, and it says so), unwrap in the token.
+    let w = t(&format!("keyvault key wrap {sel} --value {DEK_B64}"))
+        .ok()
+        .clone();
+    assert_eq!(
+        (w["alg"].as_str(), w["kid"].as_str()),
+        (Some("RSA-OAEP"), Some(kid1.as_str()))
+    );
+    let w1 = w["value"].as_str().unwrap().to_owned();
+    let unwrap = |who: Option<&str>, extra: &str, value: &str| {
+        tok(
+            &c,
+            &conf,
+            who,
+            0,
+            &format!("keyvault key unwrap {sel} {extra} -a RSA-OAEP --value {value}"),
+        )
+    };
+    assert_eq!(unwrap(None, "", &w1).ok()["value"], DEK_B64);
+    // RSA-OAEP-256 cannot be unwrapped by this token: a clear refusal.
+    let e = t(&format!("keyvault key unwrap {sel} --value {w1}")).err();
+    assert!(
+        e["message"].as_str().unwrap().contains("RSA-OAEP-256"),
+        "{e}"
+    );
+    // The downloaded public key wraps a DEK that unwraps in the token.
+    if has_python_cryptography() {
+        let pubf = c.path("hk.pem");
+        t(&format!(
+            "keyvault key download {sel} -f {}",
+            pubf.display()
+        ))
+        .ok();
+        let pw = python(&["wrap-pub", pubf.to_str().unwrap(), "RSA-OAEP", DEK_B64]);
+        assert_eq!(unwrap(None, "", &pw).ok()["value"], DEK_B64);
+    }
+
+    // The vault's access policies authorise its token keys (no HSM local RBAC).
+    let app = identity(&c, "app");
+    let ap_matrix = |expect: [bool; 3]| {
+        let outs = [
+            tok(
+                &c,
+                &conf,
+                Some(&app),
+                0,
+                &format!("keyvault key show {sel}"),
+            ),
+            tok(
+                &c,
+                &conf,
+                Some(&app),
+                0,
+                &format!("keyvault key wrap {sel} --value {DEK_B64}"),
+            ),
+            unwrap(Some(&app), "", &w1),
+        ];
+        check_outcomes(&outs, expect, "AccessDenied");
+    };
+    ap_matrix([false; 3]);
+    for (perm, expect) in [
+        ("get", [true, false, false]),
+        ("wrapKey", [true, true, false]),
+        ("unwrapKey", [true; 3]),
+    ] {
+        t(&format!(
+            "keyvault set-policy -n kv-tok --object-id {app} --key-permissions {perm}"
+        ))
+        .ok();
+        ap_matrix(expect);
+    }
+    t(&format!(
+        "keyvault delete-policy -n kv-tok --object-id {app}"
+    ))
+    .ok();
+    ap_matrix([false; 3]);
+
+    // An EC-HSM key signs in the token; Coffer and Python verify with its public key.
+    let ec = t("keyvault key create --vault-name kv-tok -n hec --kty EC-HSM --curve P-256")
+        .ok()
+        .clone();
+    assert_eq!(
+        (ec["key"]["kty"].as_str(), ec["key"]["crv"].as_str()),
+        (Some("EC-HSM"), Some("P-256"))
+    );
+    assert_eq!(token_objects(&c), 4);
+    let digest = b64(&[0x42u8; 32]);
+    let esel = "--vault-name kv-tok -n hec -a ES256";
+    let sig = t(&format!("keyvault key sign {esel} --value {digest}")).ok()["value"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let verified = t(&format!(
+        "keyvault key verify {esel} --value {digest} --signature {sig}"
+    ));
+    assert_eq!(verified.ok()["value"], true);
+    if has_python_cryptography() {
+        let pem = c.path("hec.pem");
+        t(&format!(
+            "keyvault key download --vault-name kv-tok -n hec -f {}",
+            pem.display()
+        ))
+        .ok();
+        assert_eq!(
+            python(&["ecverify", pem.to_str().unwrap(), "ES256", &digest, &sig]),
+            "secp256r1"
+        );
+    }
+
+    // A software RSA key of the same vault stays a software key (nothing in the token).
+    let sk = t("keyvault key create --vault-name kv-tok -n sk --kty RSA")
+        .ok()
+        .clone();
+    assert_eq!(sk["key"]["kty"], "RSA");
+    assert_eq!(token_objects(&c), 4);
+    let sw = t(&format!(
+        "keyvault key wrap --vault-name kv-tok -n sk --value {DEK_B64}"
+    ))
+    .ok()
+    .clone();
+    assert_eq!(sw["alg"], "RSA-OAEP-256");
+    let su = t(&format!(
+        "keyvault key unwrap --vault-name kv-tok -n sk --value {}",
+        sw["value"].as_str().unwrap()
+    ));
+    assert_eq!(su.ok()["value"], DEK_B64);
+    // HSM key types are generated in the token, never imported.
+    if has_python_cryptography() {
+        let pem = c.path("imp.pem");
+        python(&["gen", pem.to_str().unwrap(), "2048"]);
+        let e = t(&format!(
+            "keyvault key import --vault-name kv-tok -n imp --kty RSA-HSM --pem-file {}",
+            pem.display()
+        ));
+        assert_eq!(e.code(), "BadParameter");
+    }
+
+    // Rotation (now, and by policy) makes new token versions; old versions still unwrap.
+    let r = t(&format!("keyvault key rotate {sel}")).ok().clone();
+    assert_eq!(r["key"]["kty"], "RSA-HSM");
+    assert_ne!(r["key"]["kid"], kid1.as_str());
+    assert_eq!(token_objects(&c), 6);
+    t(&format!(
+        "keyvault key rotation-policy update {sel} --value \
+         {{\"lifetimeActions\":[{{\"trigger\":{{\"timeAfterCreate\":\"P30D\"}},\"action\":{{\"type\":\"Rotate\"}}}}]}}"
+    ))
+    .ok();
+    tok(&c, &conf, None, 31, "keyvault list").ok();
+    let versions = t(&format!("keyvault key list-versions {sel}")).ok().clone();
+    assert_eq!(count(&versions), 3);
+    assert_eq!(token_objects(&c), 8);
+    let cur = t(&format!("keyvault key show {sel}")).ok()["key"].clone();
+    assert_eq!(cur["kty"], "RSA-HSM");
+    assert!(cur["kid"] != kid1.as_str() && cur["kid"] != r["key"]["kid"]);
+    let ver1 = kid1.rsplit('/').next().unwrap();
+    assert_eq!(
+        unwrap(None, &format!("--version {ver1}"), &w1).ok()["value"],
+        DEK_B64
+    );
+    assert_eq!(unwrap(None, "", &w1).code(), "BadParameter");
+
+    // Soft delete keeps the token objects; recover; purge destroys them.
+    t(&format!("keyvault key delete {sel}")).ok();
+    assert_eq!(
+        count(t("keyvault key list-deleted --vault-name kv-tok").ok()),
+        1
+    );
+    assert_eq!(t(&format!("keyvault key show {sel}")).code(), "KeyNotFound");
+    t(&format!("keyvault key recover {sel}")).ok();
+    assert_eq!(
+        unwrap(None, &format!("--version {ver1}"), &w1).ok()["value"],
+        DEK_B64
+    );
+    t(&format!("keyvault key delete {sel}")).ok();
+    assert_eq!(token_objects(&c), 8);
+    t(&format!("keyvault key purge {sel}")).ok();
+    assert_eq!(
+        token_objects(&c),
+        2,
+        "the three versions of hk are gone from the token"
+    );
+    assert_eq!(
+        t(&format!("keyvault key recover {sel}")).code(),
+        "KeyNotFound"
+    );
+    // Deleting the vault and purging it destroys the remaining token key.
+    t("keyvault delete -n kv-tok").ok();
+    t("keyvault purge -n kv-tok").ok();
+    assert_eq!(token_objects(&c), 0);
+}

@@ -1,6 +1,8 @@
-//! Managed HSMs: key vaults whose keys all live in a PKCS#11 token, with
-//! managed-HSM local RBAC (scope `/` or `/keys/NAME`), and the [`Material`] a
-//! data-plane operation runs on (sealed software key or token key).
+//! PKCS#11 tokens of managed HSMs (every key in the token, managed-HSM local RBAC at
+//! scope `/` or `/keys/NAME`) and of premium key vaults (`RSA-HSM` / `EC-HSM` keys in
+//! the token next to software keys, authorised by the vault's access policies or
+//! RBAC), and the [`Material`] a data-plane operation runs on (sealed software key or
+//! token key). Which one a version uses is decided by its `kty` alone.
 //!
 //! RSA-OAEP-256 needs token support; SoftHSM2 2.6.1 lacks it. When the token lacks
 //! it, a wrap asked for `RSA-OAEP-256` is made with `RSA-OAEP` (SHA-1) and the
@@ -22,7 +24,7 @@ use crate::{
     keyvault::{KeyAttrs, KeySpec, bad, forbidden, kv_err, rbac_denied},
 };
 
-/// A managed HSM's token, as stored in its properties (no secret: the PIN stays in its file).
+/// A vault's token, as stored in its properties (no secret: the PIN stays in its file).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct HsmProps {
@@ -30,6 +32,20 @@ pub(crate) struct HsmProps {
     token_label: String,
     pin_file: PathBuf,
     oaep_sha256_supported: bool,
+}
+
+impl HsmProps {
+    /// Opens the token once (the PIN must work) and records where it is and whether
+    /// it decrypts RSA-OAEP-256.
+    fn probe(token: HsmConfig) -> Result<Self> {
+        let hsm = Hsm::open(&token).map_err(kv_err)?;
+        Ok(Self {
+            module: std::path::absolute(&token.module).unwrap_or(token.module),
+            token_label: token.token_label,
+            pin_file: std::path::absolute(&token.pin_file).unwrap_or(token.pin_file),
+            oaep_sha256_supported: hsm.supports_oaep_sha256(),
+        })
+    }
 }
 
 /// The key a data-plane operation uses.
@@ -151,11 +167,20 @@ impl Instance {
         v.kind == "managedHSM"
     }
 
+    /// Whether HSM key types can be created in `v` (a managed HSM, or a premium key
+    /// vault configured with a token).
+    pub(crate) fn has_token(v: &KeyVaultRow) -> Result<bool> {
+        Ok(Self::props(v)?.hsm.is_some())
+    }
+
     fn open_hsm(v: &KeyVaultRow) -> Result<Hsm> {
         let p = Self::props(v)?.hsm.ok_or_else(|| {
             Error::new(
                 ErrorCode::CatalogError,
-                "managed HSM without a token configuration",
+                format!(
+                    "vault '{}' holds HSM keys but has no PKCS#11 token configuration",
+                    v.name
+                ),
             )
         })?;
         Hsm::open(&HsmConfig {
@@ -176,7 +201,7 @@ impl Instance {
         Ok(Material::Hsm(Box::new((Self::open_hsm(v)?, id, jwk))))
     }
 
-    /// Generates a new version of `name` inside the HSM's token (`RSA-HSM` or `EC-HSM`).
+    /// Generates a new version of `name` inside the vault's token (`RSA-HSM` or `EC-HSM`).
     pub(crate) fn create_hsm_version(
         &self,
         v: &KeyVaultRow,
@@ -255,20 +280,38 @@ impl Instance {
         o: KeyVaultOptions,
         token: HsmConfig,
     ) -> Result<Value> {
-        let hsm = Hsm::open(&token).map_err(kv_err)?;
-        let props = HsmProps {
-            module: std::path::absolute(&token.module).unwrap_or(token.module),
-            token_label: token.token_label,
-            pin_file: std::path::absolute(&token.pin_file).unwrap_or(token.pin_file),
-            oaep_sha256_supported: hsm.supports_oaep_sha256(),
-        };
-        drop(hsm);
-        let out = self.create_vault_of_kind(group, name, o, Some(props))?;
+        let props = HsmProps::probe(token)?;
+        let out = self.create_vault_of_kind(group, name, o, Some(props), true)?;
         let v = self.live_vault(name)?;
         for role in ["Managed HSM Administrator", "Managed HSM Crypto User"] {
             self.create_assignment(role, self.principal(), "/", Some(&v.guid))?;
         }
         Ok(out)
+    }
+
+    /// `coffer keyvault create -n KV --sku premium --pkcs11-module …`: a premium key
+    /// vault whose `RSA-HSM` / `EC-HSM` keys are generated and used in the token
+    /// (software `RSA` / `EC` keys stay sealed under the master key). Authorisation
+    /// stays the key vault's (access policies or RBAC).
+    pub fn create_key_vault_with_token(
+        &self,
+        group: &str,
+        name: &str,
+        o: KeyVaultOptions,
+        token: HsmConfig,
+    ) -> Result<Value> {
+        if !o
+            .sku
+            .as_deref()
+            .is_some_and(|s| s.eq_ignore_ascii_case("premium"))
+        {
+            return Err(bad(
+                "a PKCS#11 token (HSM-protected keys) needs a premium key vault: add --sku premium",
+            ));
+        }
+        Self::check_vault_name(name)?;
+        let props = HsmProps::probe(token)?;
+        self.create_vault_of_kind(group, name, o, Some(props), false)
     }
 
     fn live_hsm(&self, name: &str) -> Result<KeyVaultRow> {

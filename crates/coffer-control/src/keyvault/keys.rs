@@ -202,41 +202,53 @@ impl Instance {
         Ok(())
     }
 
-    fn software_kty(kty: &str) -> Result<&'static str> {
-        match kty.to_ascii_uppercase().as_str() {
-            "RSA" => Ok("RSA"),
-            "EC" => Ok("EC"),
-            "RSA-HSM" | "EC-HSM" => Err(bad(format!(
-                "key type {kty} needs a hardware security module, and no PKCS#11 token is configured for this vault; \
-                 Coffer never emulates HSM keys in software. Use RSA or EC."
-            ))),
-            _ => Err(bad(format!(
-                "unsupported key type {kty:?}: use RSA or EC (RSA-HSM / EC-HSM need a PKCS#11 token)"
-            ))),
+    /// The key family (`true`: EC) and protection (`true`: in the vault's token) of
+    /// `--kty` in vault `v`. A managed HSM takes `RSA`/`RSA-HSM` and `EC`/`EC-HSM`, all
+    /// in its token; a key vault takes `RSA`/`EC` (software) and, when configured
+    /// with a token (premium), `RSA-HSM`/`EC-HSM`.
+    fn key_kind(v: &KeyVaultRow, kty: &str) -> Result<(bool, bool)> {
+        let upper = kty.to_ascii_uppercase();
+        let ec = match upper.as_str() {
+            "RSA" | "RSA-HSM" => false,
+            "EC" | "EC-HSM" => true,
+            _ if Self::is_hsm(v) => {
+                return Err(bad(format!(
+                    "unsupported key type {kty:?} in a managed HSM: use RSA-HSM or EC-HSM"
+                )));
+            }
+            _ => {
+                return Err(bad(format!(
+                    "unsupported key type {kty:?}: use RSA or EC (RSA-HSM / EC-HSM need a PKCS#11 token)"
+                )));
+            }
+        };
+        if Self::is_hsm(v) {
+            return Ok((ec, true));
         }
+        let hsm = upper.ends_with("-HSM");
+        if hsm && !Self::has_token(v)? {
+            return Err(bad(format!(
+                "key type {kty} needs a hardware security module, and no PKCS#11 token is configured for \
+                 key vault '{}'; Coffer never emulates HSM keys in software. Use RSA or EC, create a \
+                 premium key vault with a token (coffer keyvault create -n NAME --sku premium \
+                 --pkcs11-module PATH --token-label LABEL --pin-file FILE), or use a managed HSM (--hsm-name).",
+                v.name
+            )));
+        }
+        Ok((ec, hsm))
     }
 
-    /// Whether a key type a managed HSM accepts is EC (`RSA`/`RSA-HSM`, `EC`/`EC-HSM`).
-    fn hsm_kty(kty: &str) -> Result<bool> {
-        match kty.to_ascii_uppercase().as_str() {
-            "RSA" | "RSA-HSM" => Ok(false),
-            "EC" | "EC-HSM" => Ok(true),
-            _ => Err(bad(format!(
-                "unsupported key type {kty:?} in a managed HSM: use RSA-HSM or EC-HSM"
-            ))),
-        }
-    }
-
-    /// Generates a new current version of `name`: in the vault's token (managed HSM)
-    /// or as a software key sealed under the master key.
+    /// Generates a new current version of `name`: in the vault's token (`hsm`) or as
+    /// a software key sealed under the master key.
     fn new_version(
         &self,
         v: &KeyVaultRow,
         name: &str,
         spec: KeySpec,
+        hsm: bool,
         attrs: KeyAttrs,
     ) -> Result<KeyVersionRow> {
-        if Self::is_hsm(v) {
+        if hsm {
             return self.create_hsm_version(v, name, spec, attrs);
         }
         let key = match spec {
@@ -258,14 +270,10 @@ impl Instance {
             |v| {
                 Self::check_key_name(name)?;
                 self.refuse_deleted_name(v, name)?;
-                let ec = if Self::is_hsm(v) {
-                    Self::hsm_kty(&o.kty)?
-                } else {
-                    Self::software_kty(&o.kty)? == "EC"
-                };
+                let (ec, hsm) = Self::key_kind(v, &o.kty)?;
                 let spec = KeySpec::parse(ec, o.size, o.curve.as_deref())?;
                 let exp = o.expires.or(self.policy_expiry(v, name)?);
-                let row = self.new_version(v, name, spec, o.attrs(exp))?;
+                let row = self.new_version(v, name, spec, hsm, o.attrs(exp))?;
                 Ok((self.bundle(v, &row)?, Some(row.version)))
             },
         )
@@ -288,13 +296,17 @@ impl Instance {
             |v| {
                 Self::check_key_name(name)?;
                 self.refuse_deleted_name(v, name)?;
-                if o.kty.to_ascii_uppercase().ends_with("-HSM") {
-                    Self::software_kty(&o.kty)?;
-                }
                 if Self::is_hsm(v) {
                     return Err(bad(
                         "keys cannot be imported into a managed HSM: its keys are generated inside the token",
                     ));
+                }
+                if Self::key_kind(v, &o.kty)?.1 {
+                    return Err(bad(format!(
+                        "key type {} cannot be imported: HSM keys are generated inside the token \
+                         (key create --kty {}); import brings in software RSA or EC keys",
+                        o.kty, o.kty
+                    )));
                 }
                 let key = PrivateKey::from_pem(pem).map_err(kv_err)?;
                 let row = self.store_version(v, name, &key, o.attrs(o.expires))?;
@@ -451,7 +463,7 @@ impl Instance {
                     k.updated_ms = now;
                     self.catalog.update_key(&k)?;
                 } else {
-                    self.catalog.purge_key(&v.guid, &k.name)?;
+                    self.purge_key_material(v, &k.name)?;
                 }
                 Ok((out, None))
             },
@@ -524,7 +536,8 @@ impl Instance {
             key_ops: a.key_ops,
             tags: a.tags,
         };
-        self.new_version(v, &k.name, KeySpec::of(&jwk)?, attrs)
+        let hsm = cur.kty.ends_with("-HSM");
+        self.new_version(v, &k.name, KeySpec::of(&jwk)?, hsm, attrs)
     }
 
     /// `coffer keyvault key rotate`: a new version now.

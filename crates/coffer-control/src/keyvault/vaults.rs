@@ -136,16 +136,28 @@ impl Instance {
     /// with every key permission (access-policy mode, as `az` does), or a Key Vault
     /// Administrator assignment at the vault scope (RBAC mode).
     pub fn create_key_vault(&self, group: &str, name: &str, o: KeyVaultOptions) -> Result<Value> {
-        self.create_vault_of_kind(group, name, o, None)
+        self.create_vault_of_kind(group, name, o, None, false)
     }
 
-    /// Creates a key vault (`hsm = None`) or a managed HSM on a token.
+    /// A key vault configured with a token must stay premium.
+    fn check_token_sku(p: &VaultProps, managed_hsm: bool) -> Result<()> {
+        if !managed_hsm && p.hsm.is_some() && p.sku != "premium" {
+            return Err(bad(
+                "this key vault has a PKCS#11 token (HSM-protected keys): its SKU must stay premium",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Creates a key vault (with a token for HSM keys when `token` is set: premium)
+    /// or, when `managed_hsm`, a managed HSM on `token`.
     pub(crate) fn create_vault_of_kind(
         &self,
         group: &str,
         name: &str,
         o: KeyVaultOptions,
-        hsm: Option<crate::hsm::HsmProps>,
+        token: Option<crate::hsm::HsmProps>,
+        managed_hsm: bool,
     ) -> Result<Value> {
         Self::check_vault_name(name)?;
         let g = self.group_row(group)?;
@@ -165,12 +177,13 @@ impl Instance {
             hsm: None,
         };
         Self::apply_options(&mut p, &o, true)?;
-        let is_hsm = hsm.is_some();
+        let is_hsm = managed_hsm;
         if is_hsm {
             // Managed HSMs use local RBAC only.
             p.enable_rbac_authorization = true;
-            p.hsm = hsm;
         }
+        p.hsm = token;
+        Self::check_token_sku(&p, is_hsm)?;
         let mut row = KeyVaultRow {
             guid: util::new_guid(),
             name: name.to_owned(),
@@ -264,6 +277,7 @@ impl Instance {
             self.authorize_action(&id, "Microsoft.KeyVault/vaults/write")?;
             let mut p = Self::props(&v)?;
             Self::apply_options(&mut p, &o, false)?;
+            Self::check_token_sku(&p, Self::is_hsm(&v))?;
             let props = to_catalog(&p)?;
             self.refuse_if_props_cut_off_cmk(&v, &props, force)?;
             v.properties_json = props;
