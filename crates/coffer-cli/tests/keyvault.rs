@@ -672,6 +672,15 @@ elif cmd == "ecverify":
     der = utils.encode_dss_signature(int.from_bytes(sig[:n], "big"), int.from_bytes(sig[n:], "big"))
     k.verify(der, unb64(sys.argv[4]), ec.ECDSA(utils.Prehashed(h)))
     print(k.curve.name)
+elif cmd == "rsaverify":
+    # PEM public key, RS*/PS* algorithm, digest and signature (base64url): exit 0 iff valid
+    # (PSS: MGF1 with the same hash, salt the digest's length).
+    k = serialization.load_pem_public_key(data)
+    alg = sys.argv[3]
+    h = {"256": hashes.SHA256(), "384": hashes.SHA384(), "512": hashes.SHA512()}[alg[2:]]
+    pad = padding.PKCS1v15() if alg.startswith("RS") else padding.PSS(mgf=padding.MGF1(h), salt_length=h.digest_size)
+    k.verify(unb64(sys.argv[5]), unb64(sys.argv[4]), pad, utils.Prehashed(h))
+    print("valid")
 elif cmd == "unwrap":
     k = serialization.load_pem_private_key(data, None)
     print(b64(k.decrypt(unb64(sys.argv[4]), oaep(sys.argv[3]))))
@@ -1671,4 +1680,85 @@ fn premium_key_vault_with_a_token_keeps_hsm_keys_in_the_token() {
     t("keyvault delete -n kv-tok").ok();
     t("keyvault purge -n kv-tok").ok();
     assert_eq!(token_objects(&c), 0);
+}
+
+/// RSA-HSM keys sign digests in the token: RS256/384/512 (`CKM_RSA_PKCS` over the
+/// DigestInfo) and PS256/384/512 (`CKM_RSA_PKCS_PSS`, salt = digest length); Coffer
+/// verifies with the public key, and so does Python with the downloaded PEM.
+#[test]
+fn rsa_hsm_keys_sign_rs_and_ps_in_the_token() {
+    let c = Coffer::new();
+    let Some((conf, pin)) = softhsm_token(&c) else {
+        return;
+    };
+    let t = |l: &str| tok(&c, &conf, None, 0, l);
+    t(&format!(
+        "keyvault create -n kv-sig --sku premium --pkcs11-module {SOFTHSM} --token-label coffer-test --pin-file {}",
+        pin.display()
+    ))
+    .ok();
+    let b = t("keyvault key create --vault-name kv-sig -n rs --kty RSA-HSM --size 3072")
+        .ok()
+        .clone();
+    assert_eq!(
+        b["key"]["key_ops"],
+        serde_json::json!([
+            "encrypt",
+            "decrypt",
+            "sign",
+            "verify",
+            "wrapKey",
+            "unwrapKey"
+        ])
+    );
+    let pem = c.path("rs.pem");
+    t(&format!(
+        "keyvault key download --vault-name kv-sig -n rs -f {}",
+        pem.display()
+    ))
+    .ok();
+    let python_ok = has_python_cryptography();
+    for (alg, len) in [
+        ("RS256", 32),
+        ("RS384", 48),
+        ("RS512", 64),
+        ("PS256", 32),
+        ("PS384", 48),
+        ("PS512", 64),
+    ] {
+        let digest = b64(&(0..len).map(|i| i as u8 ^ 0x3c).collect::<Vec<_>>());
+        let other = b64(&vec![9u8; len]);
+        let sel = format!("--vault-name kv-sig -n rs -a {alg}");
+        let signed = t(&format!("keyvault key sign {sel} --value {digest}"))
+            .ok()
+            .clone();
+        assert_eq!(signed["kid"], b["key"]["kid"], "{alg}");
+        let sig = signed["value"].as_str().unwrap().to_owned();
+        assert_eq!(
+            sig.len(),
+            (384usize * 4).div_ceil(3),
+            "{alg}: 3072-bit signature"
+        );
+        let verify = |d: &str| {
+            t(&format!(
+                "keyvault key verify {sel} --value {d} --signature {sig}"
+            ))
+            .ok()["value"]
+                .clone()
+        };
+        assert_eq!(verify(&digest), true, "{alg}");
+        assert_eq!(verify(&other), false, "{alg}");
+        if python_ok {
+            let r = python(&["rsaverify", pem.to_str().unwrap(), alg, &digest, &sig]);
+            assert_eq!(r, "valid", "{alg}");
+        }
+    }
+    // An EC algorithm or a digest of the wrong length is a bad parameter.
+    for l in [
+        "keyvault key sign --vault-name kv-sig -n rs -a ES256 --value AAAA",
+        "keyvault key sign --vault-name kv-sig -n rs -a RS256 --value AAAA",
+        "keyvault key sign --vault-name kv-sig -n rs -a PS384 --value AAAA",
+    ] {
+        assert_eq!(t(l).code(), "BadParameter", "{l}");
+    }
 }

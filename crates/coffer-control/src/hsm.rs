@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use coffer_catalog::{KeyVaultRow, KeyVersionRow};
 use coffer_crypto::SecretBytes;
 use coffer_keyvault::{
-    EncryptionAlgorithm, JsonWebKey, KvError, PrivateKey, SignatureAlgorithm,
+    EncryptionAlgorithm, JsonWebKey, PrivateKey, SignatureAlgorithm,
     hsm::{self, Hsm, HsmConfig},
 };
 use serde::{Deserialize, Serialize};
@@ -54,20 +54,6 @@ pub(crate) enum Material {
     Soft(PrivateKey),
     /// A key pair in a token: its `CKA_ID` and public JWK.
     Hsm(Box<(Hsm, Vec<u8>, JsonWebKey)>),
-}
-
-fn hsm_unsupported(op: &str) -> KvError {
-    KvError::BadParameter(format!(
-        "operation {op} is not supported for RSA-HSM keys in this version of Coffer (EC-HSM keys sign and verify)"
-    ))
-}
-
-/// An EC token key's curve; `op` is refused on RSA token keys.
-fn ec_curve(jwk: &JsonWebKey, op: &str) -> coffer_keyvault::Result<coffer_keyvault::Curve> {
-    if jwk.crv.is_none() {
-        return Err(hsm_unsupported(op));
-    }
-    hsm::jwk_curve(jwk)
 }
 
 impl Material {
@@ -114,7 +100,10 @@ impl Material {
     ) -> coffer_keyvault::Result<Vec<u8>> {
         match self {
             Self::Soft(k) => k.sign(alg, d),
-            Self::Hsm(b) => b.0.sign_ec(&b.1, ec_curve(&b.2, "sign")?, alg, d),
+            Self::Hsm(b) => match b.2.crv {
+                Some(_) => b.0.sign_ec(&b.1, hsm::jwk_curve(&b.2)?, alg, d),
+                None => b.0.sign_rsa(&b.1, alg, d),
+            },
         }
     }
 
@@ -127,7 +116,10 @@ impl Material {
     ) -> coffer_keyvault::Result<bool> {
         match self {
             Self::Soft(k) => k.verify(alg, d, s),
-            Self::Hsm(b) => b.0.verify_ec(&b.1, ec_curve(&b.2, "verify")?, alg, d, s),
+            Self::Hsm(b) => match b.2.crv {
+                Some(_) => b.0.verify_ec(&b.1, hsm::jwk_curve(&b.2)?, alg, d, s),
+                None => hsm::public_verify(&b.2, alg, d, s),
+            },
         }
     }
 
@@ -212,16 +204,13 @@ impl Instance {
         let version = uuid::Uuid::new_v4().simple().to_string();
         let id = hex::decode(&version).map_err(|_| Error::internal("malformed key version"))?;
         let hsm = Self::open_hsm(v)?;
-        let (jwk, default_ops): (_, &[&str]) = match spec {
-            KeySpec::Rsa(bits) => (
-                hsm.generate_rsa(bits, &id),
-                &["encrypt", "decrypt", "wrapKey", "unwrapKey"],
-            ),
-            KeySpec::Ec(curve) => (hsm.generate_ec(curve, &id), &["sign", "verify"]),
-        };
-        let jwk = jwk.map_err(kv_err)?;
+        let jwk = match spec {
+            KeySpec::Rsa(bits) => hsm.generate_rsa(bits, &id),
+            KeySpec::Ec(curve) => hsm.generate_ec(curve, &id),
+        }
+        .map_err(kv_err)?;
         if attrs.key_ops.is_empty() {
-            attrs.key_ops = default_ops.iter().map(|o| (*o).to_owned()).collect();
+            attrs.key_ops = Self::default_ops(matches!(spec, KeySpec::Ec(_)));
         }
         let canonical = self.canonical_key_name(v, name)?;
         self.store_public_version(v, &canonical, version, &jwk, Vec::new(), attrs)

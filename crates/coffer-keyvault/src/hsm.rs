@@ -10,6 +10,9 @@
 //! `CKM_ECDSA` over the caller's digest; signatures are JWS raw `r‖s` (each half
 //! the curve's coordinate length), the form software EC keys use, so either
 //! verifies the other's. The public key comes from `CKA_EC_POINT` and the curve.
+//! RSA keys sign digests in the token: RS256/384/512 with `CKM_RSA_PKCS` over the
+//! digest's `DigestInfo`, PS256/384/512 with `CKM_RSA_PKCS_PSS` (MGF1 with the same
+//! hash, salt the digest's length); RSA signatures are verified with the public key.
 //!
 //! SoftHSM2 2.6.1 refuses OAEP with SHA-256 (`CKR_ARGUMENTS_BAD`); [`Hsm::open`]
 //! probes the token once and [`Hsm::supports_oaep_sha256`] reports it, so callers
@@ -27,7 +30,7 @@ use cryptoki::{
     error::RvError,
     mechanism::{
         Mechanism, MechanismType,
-        rsa::{PkcsMgfType, PkcsOaepParams, PkcsOaepSource},
+        rsa::{PkcsMgfType, PkcsOaepParams, PkcsOaepSource, PkcsPssParams},
     },
     object::{Attribute, AttributeType, ObjectClass, ObjectHandle},
     session::{Session, UserType},
@@ -37,7 +40,9 @@ use cryptoki::{
 
 use crate::{
     Curve, EncryptionAlgorithm, JsonWebKey, KvError, Result, SignatureAlgorithm, b64url,
-    from_b64url, key::need_rsa, pem,
+    from_b64url,
+    key::{need_rsa, rsa_verify_digest},
+    pem,
 };
 
 /// Where a managed HSM's token is.
@@ -304,6 +309,28 @@ impl Hsm {
         }
     }
 
+    /// RSA signature of a precomputed digest inside the token: RS256/384/512
+    /// (`CKM_RSA_PKCS` over the `DigestInfo`) or PS256/384/512 (`CKM_RSA_PKCS_PSS`,
+    /// MGF1 with the digest's hash, salt the digest's length). A token without the
+    /// mechanism gives `BadParameter`.
+    pub fn sign_rsa(&self, id: &[u8], alg: SignatureAlgorithm, digest: &[u8]) -> Result<Vec<u8>> {
+        alg.check_digest(digest)?;
+        let (mechanism, input, name) = rsa_signature_mechanism(alg, digest)?;
+        let key = self.find(id, ObjectClass::PRIVATE_KEY)?;
+        self.session
+            .sign(&mechanism, key, &input)
+            .map_err(|e| match e {
+                cryptoki::error::Error::Pkcs11(
+                    RvError::MechanismInvalid | RvError::MechanismParamInvalid,
+                    _,
+                ) => KvError::BadParameter(format!(
+                    "this PKCS#11 token does not support {} signatures ({name})",
+                    alg.as_str()
+                )),
+                e => hsm_err("the token could not sign", e),
+            })
+    }
+
     fn find(&self, id: &[u8], class: ObjectClass) -> Result<ObjectHandle> {
         self.session
             .find_objects(&[Attribute::Class(class), Attribute::Id(id.to_vec())])
@@ -397,6 +424,77 @@ pub fn public_encrypt(
         .len();
     out.truncate(n);
     Ok(out)
+}
+
+/// `DigestInfo` DER prefixes (RFC 8017 §9.2, note 1) of SHA-256, SHA-384, SHA-512.
+const DIGEST_INFO_SHA256: &[u8] = &[
+    0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x05,
+    0x00, 0x04, 0x20,
+];
+const DIGEST_INFO_SHA384: &[u8] = &[
+    0x30, 0x41, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x02, 0x05,
+    0x00, 0x04, 0x30,
+];
+const DIGEST_INFO_SHA512: &[u8] = &[
+    0x30, 0x51, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x03, 0x05,
+    0x00, 0x04, 0x40,
+];
+
+/// The token mechanism, its input and its name for an RSA signature of `digest`.
+fn rsa_signature_mechanism(
+    alg: SignatureAlgorithm,
+    digest: &[u8],
+) -> Result<(Mechanism<'static>, Vec<u8>, &'static str)> {
+    use SignatureAlgorithm::*;
+    let pss = |hash_alg, mgf| {
+        Mechanism::RsaPkcsPss(PkcsPssParams {
+            hash_alg,
+            mgf,
+            s_len: (digest.len() as u64).into(),
+        })
+    };
+    let (mechanism, prefix, name): (_, &[u8], _) = match alg {
+        Rs256 => (Mechanism::RsaPkcs, DIGEST_INFO_SHA256, "CKM_RSA_PKCS"),
+        Rs384 => (Mechanism::RsaPkcs, DIGEST_INFO_SHA384, "CKM_RSA_PKCS"),
+        Rs512 => (Mechanism::RsaPkcs, DIGEST_INFO_SHA512, "CKM_RSA_PKCS"),
+        Ps256 => (
+            pss(MechanismType::SHA256, PkcsMgfType::MGF1_SHA256),
+            &[],
+            "CKM_RSA_PKCS_PSS",
+        ),
+        Ps384 => (
+            pss(MechanismType::SHA384, PkcsMgfType::MGF1_SHA384),
+            &[],
+            "CKM_RSA_PKCS_PSS",
+        ),
+        Ps512 => (
+            pss(MechanismType::SHA512, PkcsMgfType::MGF1_SHA512),
+            &[],
+            "CKM_RSA_PKCS_PSS",
+        ),
+        Es256 | Es384 | Es512 => {
+            return Err(KvError::BadParameter(format!(
+                "algorithm {} does not fit an RSA key: use RS256/384/512 or PS256/384/512",
+                alg.as_str()
+            )));
+        }
+    };
+    Ok((mechanism, [prefix, digest].concat(), name))
+}
+
+/// Verifies an RS*/PS* signature over a digest with a public RSA JWK (software;
+/// public data only).
+pub fn public_verify(
+    jwk: &JsonWebKey,
+    alg: SignatureAlgorithm,
+    digest: &[u8],
+    sig: &[u8],
+) -> Result<bool> {
+    need_rsa(&jwk.kty, "verify")?;
+    let der = public_key(jwk)?
+        .as_der()
+        .map_err(|_| KvError::Crypto("public key encoding failed".into()))?;
+    rsa_verify_digest(der.as_ref(), alg, digest, sig)
 }
 
 /// PEM (`PUBLIC KEY`, X.509 SubjectPublicKeyInfo) of a public RSA or EC JWK.

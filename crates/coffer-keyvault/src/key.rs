@@ -515,12 +515,12 @@ impl PrivateKey {
         Ok(SecretBytes::new(out[..n].to_vec()))
     }
 
-    fn digest(alg: SignatureAlgorithm, digest: &[u8]) -> Result<Digest> {
+    pub(crate) fn digest(alg: SignatureAlgorithm, digest: &[u8]) -> Result<Digest> {
         alg.check_digest(digest)?;
         Digest::import_less_safe(digest, alg.digest()).map_err(|_| crypto("unusable digest"))
     }
 
-    fn rsa_params(
+    pub(crate) fn rsa_params(
         alg: SignatureAlgorithm,
     ) -> Option<(
         &'static signature::RsaSignatureEncoding,
@@ -602,24 +602,40 @@ impl PrivateKey {
     /// Verifies a signature over a digest (Key Vault `verify`).
     pub fn verify(&self, alg: SignatureAlgorithm, digest: &[u8], sig: &[u8]) -> Result<bool> {
         self.check_sig_alg(alg)?;
-        let d = Self::digest(alg, digest)?;
-        let ok = match self.0.kty {
-            KeyType::Rsa => {
-                let (_, params) = Self::rsa_params(alg).ok_or_else(|| crypto("no RSA params"))?;
-                let kp = self.rsa()?;
-                UnparsedPublicKey::new(params, kp.public_key().as_ref())
-                    .verify_digest(&d, sig)
-                    .is_ok()
-            }
+        match self.0.kty {
+            KeyType::Rsa => rsa_verify_digest(self.rsa()?.public_key().as_ref(), alg, digest, sig),
             KeyType::Ec => {
+                let d = Self::digest(alg, digest)?;
                 let (c, kp) = self.ec()?;
-                UnparsedPublicKey::new(c.verification(), kp.public_key().as_ref())
-                    .verify_digest(&d, sig)
-                    .is_ok()
+                Ok(
+                    UnparsedPublicKey::new(c.verification(), kp.public_key().as_ref())
+                        .verify_digest(&d, sig)
+                        .is_ok(),
+                )
             }
-        };
-        Ok(ok)
+        }
     }
+}
+
+/// Verifies an RS256/384/512 or PS256/384/512 signature over a digest with an RSA
+/// public key (`RSAPublicKey` or SubjectPublicKeyInfo DER); other algorithms are
+/// refused. PSS salts are the digest's length.
+pub(crate) fn rsa_verify_digest(
+    public_der: &[u8],
+    alg: SignatureAlgorithm,
+    digest: &[u8],
+    sig: &[u8],
+) -> Result<bool> {
+    let (_, params) = PrivateKey::rsa_params(alg).ok_or_else(|| {
+        KvError::BadParameter(format!(
+            "algorithm {} does not fit an RSA key: use RS256/384/512 or PS256/384/512",
+            alg.as_str()
+        ))
+    })?;
+    let d = PrivateKey::digest(alg, digest)?;
+    Ok(UnparsedPublicKey::new(params, public_der)
+        .verify_digest(&d, sig)
+        .is_ok())
 }
 
 #[cfg(test)]

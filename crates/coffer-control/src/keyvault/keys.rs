@@ -107,12 +107,14 @@ impl Instance {
         }
     }
 
-    pub(crate) fn default_ops(key: &PrivateKey) -> Vec<String> {
-        let ops = match key.kty() {
-            // encrypt, decrypt, sign, verify, wrapKey, unwrapKey
-            coffer_keyvault::KeyType::Rsa => &KEY_OPS[..6],
+    /// The `key_ops` of a new key that names none: what its family supports.
+    pub(crate) fn default_ops(ec: bool) -> Vec<String> {
+        let ops = if ec {
             // sign, verify
-            coffer_keyvault::KeyType::Ec => &KEY_OPS[2..4],
+            &KEY_OPS[2..4]
+        } else {
+            // encrypt, decrypt, sign, verify, wrapKey, unwrapKey
+            &KEY_OPS[..6]
         };
         ops.iter().map(|o| (*o).to_owned()).collect()
     }
@@ -145,7 +147,7 @@ impl Instance {
         let version = uuid::Uuid::new_v4().simple().to_string();
         let canonical = self.canonical_key_name(v, name)?;
         if attrs.key_ops.is_empty() {
-            attrs.key_ops = Self::default_ops(key);
+            attrs.key_ops = Self::default_ops(key.kty() == coffer_keyvault::KeyType::Ec);
         }
         let jwk = key.public_jwk(&[]).map_err(kv_err)?;
         let sealed = key
