@@ -316,7 +316,12 @@ fn worker(
                 let w = match slot {
                     Some(w) => w,
                     None => {
-                        let buf = pools.packs.1.try_recv().unwrap_or_default();
+                        // Tree packs stay small: a recycled (fully touched) pack buffer
+                        // would keep a whole pack's memory resident for them.
+                        let buf = match job.kind {
+                            BlobKind::Data => pools.packs.1.try_recv().unwrap_or_default(),
+                            BlobKind::Tree => Vec::new(),
+                        };
                         slot.insert(PackWriter::with_buffer(&inner.dek, job.kind, target, buf)?)
                     }
                 };
