@@ -175,12 +175,13 @@ impl Instance {
                 ),
             )
         })?;
-        Hsm::open(&HsmConfig {
+        // The probe made at creation is recorded: no throw-away key pair per operation.
+        let cfg = HsmConfig {
             module: p.module,
             token_label: p.token_label,
             pin_file: p.pin_file,
-        })
-        .map_err(kv_err)
+        };
+        Hsm::open_probed(&cfg, p.oaep_sha256_supported).map_err(kv_err)
     }
 
     /// The key material of a version: unsealed software key, or a token reference.

@@ -15,8 +15,10 @@
 //! hash, salt the digest's length); RSA signatures are verified with the public key.
 //!
 //! SoftHSM2 2.6.1 refuses OAEP with SHA-256 (`CKR_ARGUMENTS_BAD`); [`Hsm::open`]
-//! probes the token once and [`Hsm::supports_oaep_sha256`] reports it, so callers
-//! can fall back to `RSA-OAEP` (SHA-1) and record the algorithm they used.
+//! probes the token (it generates and destroys a throw-away key pair) and
+//! [`Hsm::supports_oaep_sha256`] reports it, so callers can fall back to `RSA-OAEP`
+//! (SHA-1) and record the algorithm they used. Callers that recorded the answer
+//! reopen the token with [`Hsm::open_probed`], which skips the probe.
 
 use std::path::{Path, PathBuf};
 
@@ -100,6 +102,21 @@ fn read_pin(path: &Path) -> Result<AuthPin> {
 impl Hsm {
     /// Loads the module, finds the token by label, logs in, and probes RSA-OAEP-256.
     pub fn open(cfg: &HsmConfig) -> Result<Self> {
+        let mut hsm = Self::login(cfg)?;
+        hsm.oaep_sha256 = hsm.probe_oaep_sha256();
+        Ok(hsm)
+    }
+
+    /// Like [`Hsm::open`], with the answer of an earlier probe (`oaep_sha256`)
+    /// instead of a new one: no key pair is generated.
+    pub fn open_probed(cfg: &HsmConfig, oaep_sha256: bool) -> Result<Self> {
+        let mut hsm = Self::login(cfg)?;
+        hsm.oaep_sha256 = oaep_sha256;
+        Ok(hsm)
+    }
+
+    /// Loads the module, finds the token by label and logs in.
+    fn login(cfg: &HsmConfig) -> Result<Self> {
         let ctx = Pkcs11::new(&cfg.module).map_err(|e| {
             hsm_err(
                 &format!("cannot load the PKCS#11 module {}", cfg.module.display()),
@@ -116,13 +133,11 @@ impl Hsm {
         session
             .login(UserType::User, Some(&pin))
             .map_err(|e| hsm_err("cannot log in to the token (wrong PIN?)", e))?;
-        let mut hsm = Self {
+        Ok(Self {
             _ctx: ctx,
             session,
             oaep_sha256: false,
-        };
-        hsm.oaep_sha256 = hsm.probe_oaep_sha256();
-        Ok(hsm)
+        })
     }
 
     fn find_slot(ctx: &Pkcs11, label: &str) -> Result<Slot> {
