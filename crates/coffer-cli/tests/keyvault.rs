@@ -1762,3 +1762,58 @@ fn rsa_hsm_keys_sign_rs_and_ps_in_the_token() {
         assert_eq!(t(l).code(), "BadParameter", "{l}");
     }
 }
+
+/// Background work that needs a token which cannot be opened (here: its PIN file is
+/// gone) does not fail the command running it: the rotation is audited as failed,
+/// the key is unavailable meanwhile, and the next run with the token rotates.
+#[test]
+fn background_rotation_waits_for_an_unreachable_token() {
+    let c = Coffer::new();
+    let Some((conf, pin)) = softhsm_token(&c) else {
+        return;
+    };
+    let at = |days: i64, l: &str| tok(&c, &conf, None, days, l);
+    at(
+        0,
+        &format!(
+            "keyvault create -n kv-bg --sku premium --pkcs11-module {SOFTHSM} --token-label coffer-test --pin-file {}",
+            pin.display()
+        ),
+    )
+    .ok();
+    let sel = "--vault-name kv-bg -n hk";
+    at(0, &format!("keyvault key create {sel} --kty RSA-HSM")).ok();
+    at(
+        0,
+        &format!(
+            "keyvault key rotation-policy update {sel} --value \
+             {{\"lifetimeActions\":[{{\"trigger\":{{\"timeAfterCreate\":\"P30D\"}},\"action\":{{\"type\":\"Rotate\"}}}}]}}"
+        ),
+    )
+    .ok();
+    let away = c.path("pin.away");
+    std::fs::rename(&pin, &away).unwrap();
+    assert_eq!(
+        count(at(31, &format!("keyvault key list-versions {sel}")).ok()),
+        1
+    );
+    let e = at(
+        31,
+        &format!("keyvault key unwrap {sel} -a RSA-OAEP --value AAAA"),
+    )
+    .err();
+    assert_eq!(e["code"], "EncryptionKeyUnavailable");
+    assert!(!e["message"].as_str().unwrap().contains(TOKEN_PIN));
+    let audit = at(31, "keyvault audit list -n kv-bg").ok().clone();
+    assert!(audit.as_array().unwrap().iter().any(|r| {
+        r["callerPrincipalId"] == "KeyRotationPolicy"
+            && r["result"] == "Failed"
+            && r["errorCode"] == "EncryptionKeyUnavailable"
+    }));
+    std::fs::rename(&away, &pin).unwrap();
+    assert_eq!(
+        count(at(31, &format!("keyvault key list-versions {sel}")).ok()),
+        2
+    );
+    assert_eq!(token_objects(&c), 4);
+}

@@ -181,7 +181,17 @@ impl Instance {
             token_label: p.token_label,
             pin_file: p.pin_file,
         };
-        Hsm::open_probed(&cfg, p.oaep_sha256_supported).map_err(kv_err)
+        // A vault's token that cannot be opened now (module, label, PIN file) makes its
+        // HSM keys unavailable, whatever the reason.
+        Hsm::open_probed(&cfg, p.oaep_sha256_supported).map_err(|e| {
+            Error::new(
+                ErrorCode::EncryptionKeyUnavailable,
+                format!(
+                    "the PKCS#11 token of vault '{}' cannot be used: {e}",
+                    v.name
+                ),
+            )
+        })
     }
 
     /// The key material of a version: unsealed software key, or a token reference.

@@ -12,6 +12,15 @@ fn stored_policy(k: &KeyRow) -> Option<Value> {
         .and_then(|s| serde_json::from_str(s).ok())
 }
 
+/// A background action's outcome, with a token that cannot be opened now counted as
+/// no action (it was audited; the next run tries again).
+fn token_may_wait(r: Result<usize>) -> Result<usize> {
+    match r {
+        Err(e) if e.code == ErrorCode::EncryptionKeyUnavailable => Ok(0),
+        r => r,
+    }
+}
+
 impl Instance {
     /// `exp` for a new version from the key's policy `expiryTime`, if any.
     pub(super) fn policy_expiry(&self, v: &KeyVaultRow, name: &str) -> Result<Option<i64>> {
@@ -101,14 +110,19 @@ impl Instance {
     /// Coffer's background work for key vaults, run at the start of every command:
     /// purges soft-deleted keys and vaults past their retention, and applies rotation
     /// policies (Rotate → new version, Notify → a `KeyNearExpiry` event). Returns how
-    /// many actions it took.
+    /// many actions it took. An action that needs a PKCS#11 token which cannot be
+    /// opened now (`EncryptionKeyUnavailable`) is audited as failed and tried again
+    /// at the next run, without failing the command that runs the background work.
     pub fn run_key_vault_background(&self) -> Result<usize> {
         let now = util::clock_ms();
         let mut n = 0;
         for v in self.catalog.key_vaults()? {
             if v.scheduled_purge_ms.is_some_and(|t| t <= now) {
-                self.purge_vault_material(&v)?;
-                n += 1;
+                let r = self.purge_vault_material(&v);
+                if r.is_err() {
+                    let _ = self.audit_key(&v, "KeyVaultService", "purgeVault", None, None, &r);
+                }
+                n += token_may_wait(r.map(|()| 1))?;
             }
         }
         for k in self.catalog.keys(None)? {
@@ -116,16 +130,15 @@ impl Instance {
                 continue;
             };
             if k.scheduled_purge_ms.is_some_and(|t| t <= now) {
-                self.purge_key_material(&v, &k.name)?;
-                let done: Result<()> = Ok(());
-                let _ = self.audit_key(&v, "KeyVaultService", "purge", Some(&k.name), None, &done);
-                n += 1;
+                let r = self.purge_key_material(&v, &k.name);
+                let _ = self.audit_key(&v, "KeyVaultService", "purge", Some(&k.name), None, &r);
+                n += token_may_wait(r.map(|()| 1))?;
                 continue;
             }
             if k.deleted_ms.is_some() || v.deleted_ms.is_some() {
                 continue;
             }
-            n += self.apply_policy(&v, k, now)?;
+            n += token_may_wait(self.apply_policy(&v, k, now))?;
         }
         Ok(n)
     }
