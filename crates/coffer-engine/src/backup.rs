@@ -86,6 +86,12 @@ impl ChunkData {
     }
 }
 
+/// Chunks queued between the walker and the workers: a few milliseconds of work
+/// (about 4 MiB at the 64 KiB average), so that a descheduled walker or worker on a
+/// busy machine does not stall the other side at once. Large files' chunks refer to
+/// shared read blocks, so this costs a few blocks of memory, not copies.
+const JOB_QUEUE: usize = 64;
+
 /// Files at least this large are hashed by the workers (the walker only reads and
 /// chunks them); smaller ones are hashed inline, where a round trip would cost more.
 const ASYNC_HASH_MIN_FILE: u64 = 8 << 20;
@@ -135,7 +141,7 @@ pub(crate) fn run(
     let written = Mutex::new(Written::default());
     let queued = Mutex::new(IdSet::default());
     let n_workers = workers();
-    let (tx, rx) = bounded::<Job>(n_workers * 4);
+    let (tx, rx) = bounded::<Job>(JOB_QUEUE);
     let (pack_tx, pack_rx) = bounded::<FinishedPack>(0);
     let pools = Pools {
         chunks: bounded(n_workers * 6 + 2),
