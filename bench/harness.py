@@ -288,7 +288,7 @@ class Bupstash(Tool):
         super().__init__(repo)
         self.key = repo + ".key"
         self.env = {"BUPSTASH_REPOSITORY": repo, "BUPSTASH_KEY": self.key,
-                    "BUPSTASH_SEND_LOG": os.path.join(WORK, "cache/bupstash-send-log")}
+                    "BUPSTASH_SEND_LOG": repo + ".send-log"}
         self.ids = []
 
     def init(self, src):
