@@ -486,6 +486,13 @@ fn backup_vault_operations_are_authorised_per_principal() {
         denied(&nobody, line);
     }
     denied(&nobody, "backup-vault show -v no-such-vault -g rg1");
+    denied(&nobody, "group create -n rg-nobody");
+    denied(&nobody, "group delete -n rg1");
+    denied(&nobody, "activity-log list");
+    assert_eq!(
+        run(Some(&nobody), "group list").ok(),
+        &serde_json::json!([])
+    );
     assert_eq!(
         run(Some(&nobody), "backup-vault list").ok(),
         &serde_json::json!([])
@@ -494,6 +501,13 @@ fn backup_vault_operations_are_authorised_per_principal() {
     run(Some(&reader), show).ok();
     assert_eq!(run(Some(&reader), rps_a).ok().as_array().unwrap().len(), 1);
     run(Some(&reader), "job list -v v1 -g rg1").ok();
+    // The activity log of v1, not everyone's.
+    run(
+        Some(&reader),
+        &format!("activity-log list --resource-id {vid}"),
+    )
+    .ok();
+    denied(&reader, "activity-log list");
     let listed = run(Some(&reader), "backup-vault list").ok().clone();
     assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
     for line in [

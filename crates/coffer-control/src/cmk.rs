@@ -1077,10 +1077,9 @@ impl Instance {
     /// `coffer activity-log list`: the activity log, newest first, optionally of one
     /// resource (and the resources below it).
     pub fn list_activity(&self, resource_id: Option<&str>) -> Result<Vec<Value>> {
-        self.authorize_action(
-            &self.subscription_scope(),
-            "Microsoft.Insights/eventtypes/values/read",
-        )?;
+        // Authorised where the caller looks: one resource (and below), or everything.
+        let scope = resource_id.map_or_else(|| self.subscription_scope(), str::to_owned);
+        self.authorize_action(&scope, "Microsoft.Insights/eventtypes/values/read")?;
         let want = resource_id.map(|r| r.trim().trim_end_matches('/').to_ascii_lowercase());
         Ok(self
             .catalog

@@ -250,3 +250,25 @@ fn recheck(home: &std::path::Path, key_file: &std::path::Path, guid: &str) -> Re
         _ => Ok(()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dek_cache_serves_only_the_same_record_within_the_bound() {
+        let cache = DekCache::default();
+        let dek = DataKey::generate().unwrap();
+        cache.put("vault-a", "record-1", &dek);
+        assert!(cache.get("vault-a", "record-1", 60_000) == Some(dek.clone()));
+        // Another record of the vault (a rewrap) or another vault: not served.
+        assert!(cache.get("vault-a", "record-2", 60_000).is_none());
+        assert!(cache.get("vault-b", "record-1", 60_000).is_none());
+        // Older than the bound: gone for good (dropped, hence zeroized).
+        assert!(cache.get("vault-a", "record-1", 0).is_none());
+        assert!(cache.get("vault-a", "record-1", 60_000).is_none());
+        cache.put("vault-a", "record-1", &dek);
+        cache.clear();
+        assert!(cache.get("vault-a", "record-1", 60_000).is_none());
+    }
+}
