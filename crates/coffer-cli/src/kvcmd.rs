@@ -90,15 +90,15 @@ fn delete_assignments(
     hsm: Option<&str>,
     f: &AssignmentFilter,
 ) -> Result<Vec<serde_json::Value>> {
-    let (ids, role, assignee, scope) = (
-        f.ids.as_deref(),
-        f.role.as_deref(),
-        f.assignee.as_deref(),
-        f.scope.as_deref(),
-    );
+    let sel = coffer_control::rbac::AssignmentSelector {
+        id: f.ids.as_deref(),
+        role: f.role.as_deref(),
+        assignee: f.assignee.as_deref(),
+        scope: f.scope.as_deref(),
+    };
     match hsm {
-        Some(h) => inst.delete_hsm_role_assignments(h, ids, role, assignee, scope, f.force),
-        None => inst.delete_role_assignments(ids, role, assignee, scope, f.force),
+        Some(h) => inst.delete_hsm_role_assignments(h, &sel, f.force),
+        None => inst.delete_role_assignments(&sel, f.force),
     }
 }
 

@@ -384,10 +384,7 @@ impl Instance {
     pub fn delete_hsm_role_assignments(
         &self,
         hsm: &str,
-        id: Option<&str>,
-        role: Option<&str>,
-        assignee: Option<&str>,
-        scope: Option<&str>,
+        sel: &crate::rbac::AssignmentSelector<'_>,
         force: bool,
     ) -> Result<Vec<Value>> {
         let v = self.live_hsm(hsm)?;
@@ -399,6 +396,6 @@ impl Instance {
                 ),
             ));
         }
-        self.delete_assignments(id, role, assignee, scope, Some(&v.guid), force)
+        self.delete_assignments(sel, Some(&v.guid), force)
     }
 }

@@ -361,6 +361,20 @@ fn role_by_id(id: &str) -> Option<&'static RoleDefinition> {
         .find(|r| r.id.eq_ignore_ascii_case(id))
 }
 
+/// Which role assignments `role assignment delete` removes: by id, or by every
+/// given one of role (name or id), assignee and scope (at least one must be given).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AssignmentSelector<'a> {
+    /// Assignment id (or its full ARM id).
+    pub id: Option<&'a str>,
+    /// Role name or definition id.
+    pub role: Option<&'a str>,
+    /// Principal id.
+    pub assignee: Option<&'a str>,
+    /// Exact scope.
+    pub scope: Option<&'a str>,
+}
+
 impl Instance {
     /// The built-in role definitions (Azure RBAC and managed-HSM local).
     pub fn list_role_definitions(&self, hsm_local: Option<bool>) -> Vec<Value> {
@@ -568,16 +582,19 @@ impl Instance {
             .collect())
     }
 
-    /// Deletes role assignments by id, or by (role, assignee, scope).
+    /// Deletes the role assignments `sel` picks.
     pub(crate) fn delete_assignments(
         &self,
-        id: Option<&str>,
-        role: Option<&str>,
-        assignee: Option<&str>,
-        scope: Option<&str>,
+        sel: &AssignmentSelector<'_>,
         hsm_guid: Option<&str>,
         force: bool,
     ) -> Result<Vec<Value>> {
+        let AssignmentSelector {
+            id,
+            role,
+            assignee,
+            scope,
+        } = *sel;
         let role = role.map(find_role).transpose()?;
         let all = self.catalog.role_assignments(hsm_guid)?;
         let doomed: Vec<_> = all
@@ -625,16 +642,13 @@ impl Instance {
     /// its customer-managed key, unless `force`.
     pub fn delete_role_assignments(
         &self,
-        id: Option<&str>,
-        role: Option<&str>,
-        assignee: Option<&str>,
-        scope: Option<&str>,
+        sel: &AssignmentSelector<'_>,
         force: bool,
     ) -> Result<Vec<Value>> {
-        let r = self.delete_assignments(id, role, assignee, scope, None, force);
+        let r = self.delete_assignments(sel, None, force);
         self.audit(
             "Microsoft.Authorization/roleAssignments/delete",
-            scope.unwrap_or("/"),
+            sel.scope.unwrap_or("/"),
             &r,
         );
         r
