@@ -357,6 +357,19 @@ mod tests {
         );
     }
 
+    /// `n` bytes that look random (a 64-bit LCG's high bits).
+    fn pseudo_random(n: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed;
+        (0..n)
+            .map(|_| {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                (x >> 33) as u8
+            })
+            .collect()
+    }
+
     #[test]
     fn blob_codec() {
         let text = b"hello hello hello hello ".repeat(1000);
@@ -364,15 +377,7 @@ mod tests {
         assert_eq!(enc[0], CODEC_ZSTD);
         assert!(enc.len() < text.len() / 10);
         assert_eq!(decode_blob(&enc, text.len()).unwrap(), text);
-        let mut x = 1u64;
-        let random: Vec<u8> = (0..65536)
-            .map(|_| {
-                x = x
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                (x >> 33) as u8
-            })
-            .collect();
+        let random = pseudo_random(65536, 1);
         let enc = encode_blob(&random, 3);
         assert_eq!(enc[0], CODEC_RAW);
         assert_eq!(decode_blob(&enc, random.len()).unwrap(), random);
@@ -380,15 +385,7 @@ mod tests {
 
     #[test]
     fn incompressibility_test_on_every_size() {
-        let mut x = 7u64;
-        let random: Vec<u8> = (0..300_000)
-            .map(|_| {
-                x = x
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                (x >> 33) as u8
-            })
-            .collect();
+        let random = pseudo_random(300_000, 7);
         let text = b"fn main() { println!(\"coffer backup vault\"); }\n".repeat(7000);
         let sizes = (0..5000).chain((5000..300_000).step_by(997));
         for len in sizes {
