@@ -404,6 +404,18 @@ def rotation(scale, reps):
 
 # ----------------------------------------------------------------------------- measure
 
+def warm(path):
+    """Reads every file of `path`, so that each tool starts with the dataset in page cache
+    (whatever ran before it: another tool's restore may have evicted part of it)."""
+    for d, _, files in os.walk(path):
+        for f in files:
+            p = os.path.join(d, f)
+            if os.path.isfile(p) and not os.path.islink(p):
+                with open(p, "rb", buffering=0) as h:
+                    while h.read(4 * MIB):
+                        pass
+
+
 def measure(tool_cls, ds):
     name = tool_cls.name
     repo = os.path.join(WORK, f"repo-{name}")
@@ -416,6 +428,7 @@ def measure(tool_cls, ds):
     r = {}
     # Every timed step starts with the earlier steps' writes on disk (os.sync), so no
     # tool pays for another step's (or another tool's) write-back.
+    warm(ds.path)
     os.sync()
     r["load1"] = os.getloadavg()[0]  # machine load as the tool starts (other jobs would show here)
     r["first_s"], rss1, _ = t.backup(ds.path)
