@@ -62,6 +62,10 @@ enum Cmd {
         /// Threads of the all-cores measurements (default: available parallelism).
         #[arg(long)]
         threads: Option<usize>,
+        /// Concurrent callers of the server-like Coffer measurement (its rate over the
+        /// raw rate at `--threads` is the "over both cores" figure).
+        #[arg(long, default_value_t = 8)]
+        callers: usize,
         /// Directory for the temporary Coffer home (default: /var/tmp, a disk, so the
         /// catalog's fsyncs cost what they cost in a real home).
         #[arg(long, default_value = "/var/tmp")]
@@ -209,12 +213,14 @@ fn main() {
             sizes,
             secs,
             threads,
+            callers,
             dir,
         } => {
             let o = keyvault_ops::Options {
                 sizes,
                 secs,
                 threads: threads.unwrap_or_else(cores),
+                callers,
                 dir,
             };
             let doc = keyvault_ops::run(&o);

@@ -631,24 +631,66 @@ impl Catalog {
 
     // ------------------------------------------------------------ audit, events
 
-    /// Appends a key audit record.
+    /// Appends a key audit record and returns once it is durably committed. Records
+    /// of concurrent callers in this process (any [`Catalog`] on the same database) are
+    /// committed together, one transaction a batch; an error means the record is not
+    /// committed (nor any other record of its batch). Inside a transaction of this
+    /// connection, the record becomes part of that transaction instead.
     pub fn log_key_audit(&self, a: &KeyAuditRow) -> Result<()> {
-        self.conn
-            .prepare_cached(
+        match &self.audit {
+            Some(c) if self.conn.is_autocommit() => c.commit(self, a.clone()),
+            _ => self.insert_key_audit([a]),
+        }
+    }
+
+    /// Inserts audit records in one transaction (the fail point
+    /// `kv-audit-commit=return(TEXT)` fails it for databases whose path contains TEXT,
+    /// `return` for all).
+    pub(crate) fn insert_key_audit<'a>(
+        &self,
+        rows: impl IntoIterator<Item = &'a KeyAuditRow>,
+    ) -> Result<()> {
+        if let Some(e) = self.injected_audit_failure() {
+            return Err(e);
+        }
+        let tx = if self.conn.is_autocommit() {
+            Some(self.tx()?)
+        } else {
+            None
+        };
+        {
+            let mut st = self.conn.prepare_cached(
                 "INSERT INTO kv_audit (vault_guid, time_ms, principal, operation, key_name, \
                  key_version, result, error_code) VALUES (?1,?2,?3,?4,?5,?6,?7,?8)",
-            )?
-            .execute(params![
-                a.vault_guid,
-                a.time_ms,
-                a.principal,
-                a.operation,
-                a.key_name,
-                a.key_version,
-                a.result,
-                a.error_code
-            ])?;
+            )?;
+            for a in rows {
+                st.execute(params![
+                    a.vault_guid,
+                    a.time_ms,
+                    a.principal,
+                    a.operation,
+                    a.key_name,
+                    a.key_version,
+                    a.result,
+                    a.error_code
+                ])?;
+            }
+        }
+        if let Some(tx) = tx {
+            tx.commit()?;
+        }
         Ok(())
+    }
+
+    #[cfg_attr(not(feature = "failpoints"), allow(clippy::unused_self))]
+    fn injected_audit_failure(&self) -> Option<CatalogError> {
+        fail::fail_point!("kv-audit-commit", |only: Option<String>| {
+            let path = self.conn.path().unwrap_or_default();
+            only.is_none_or(|p| path.contains(&p)).then(|| {
+                CatalogError::Invalid("injected failure: fail point kv-audit-commit".into())
+            })
+        });
+        None
     }
 
     /// A vault's audit records, oldest first.

@@ -10,15 +10,17 @@
 //! Schema changes are applied by [`Catalog::open`] through numbered migrations
 //! recorded in SQLite's `user_version` (see [`SCHEMA_VERSION`]).
 
+mod audit;
 mod kv;
 mod rows;
 mod schema;
 mod settings;
 
-use std::{path::Path, time::Duration};
+use std::{path::Path, sync::Arc, time::Duration};
 
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
+pub use audit::MAX_BATCH as MAX_AUDIT_BATCH;
 pub use kv::*;
 pub use rows::*;
 pub use schema::SCHEMA_VERSION;
@@ -64,6 +66,10 @@ pub enum CatalogError {
     /// A stored value does not parse (e.g. an unknown enum string).
     #[error("catalog holds an invalid value: {0}")]
     Invalid(String),
+    /// The commit of a batch of key audit records failed: every caller whose record
+    /// was in the batch gets this error (the shared cause).
+    #[error("the key audit record could not be committed: {0}")]
+    AuditCommit(Arc<CatalogError>),
 }
 
 /// Result alias of this crate.
@@ -73,6 +79,28 @@ pub type Result<T, E = CatalogError> = std::result::Result<T, E>;
 /// `BEGIN IMMEDIATE` transactions so concurrent processes serialise cleanly.
 pub struct Catalog {
     conn: Connection,
+    /// The group committer of key audit records this process shares for the
+    /// database file (none in memory).
+    audit: Option<Arc<audit::AuditCommitter>>,
+}
+
+/// A read snapshot of the catalog ([`Catalog::read_snapshot`]); ends when dropped.
+pub struct ReadSnapshot<'a>(Option<&'a Connection>);
+
+impl Drop for ReadSnapshot<'_> {
+    fn drop(&mut self) {
+        if let Some(conn) = self.0
+            && conn.execute_batch("COMMIT").is_err()
+        {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+    }
+}
+
+impl std::fmt::Debug for ReadSnapshot<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadSnapshot").finish_non_exhaustive()
+    }
 }
 
 impl std::fmt::Debug for Catalog {
@@ -124,7 +152,10 @@ impl Catalog {
         let _mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        let cat = Self { conn };
+        let cat = Self {
+            conn,
+            audit: Some(audit::AuditCommitter::for_database(path)),
+        };
         cat.migrate()?;
         Ok(cat)
     }
@@ -133,9 +164,21 @@ impl Catalog {
     pub fn open_in_memory() -> Result<Self> {
         let conn = Connection::open_in_memory()?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        let cat = Self { conn };
+        let cat = Self { conn, audit: None };
         cat.migrate()?;
         Ok(cat)
+    }
+
+    /// Starts a read snapshot: until the guard drops, this connection's statements see
+    /// one consistent state of the database and share one WAL read lock (instead of
+    /// taking one per statement). Inside a transaction of this connection it does
+    /// nothing. Writes belong outside the guard.
+    pub fn read_snapshot(&self) -> Result<ReadSnapshot<'_>> {
+        if !self.conn.is_autocommit() {
+            return Ok(ReadSnapshot(None));
+        }
+        self.conn.prepare_cached("BEGIN DEFERRED")?.execute([])?;
+        Ok(ReadSnapshot(Some(&self.conn)))
     }
 
     fn tx(&self) -> Result<Transaction<'_>> {

@@ -153,11 +153,13 @@ impl Instance {
             name,
             version,
         } = *k;
-        let permission = op;
+        // The lookups and the authorization read one snapshot of the catalog; it ends
+        // before the key is used and the audit record is committed.
+        let snapshot = self.catalog.read_snapshot()?;
         let v = self.live_vault(vault)?;
         let mut used_version = version.map(str::to_owned);
-        let r = (|| {
-            self.authorize_key(principal, &v, Some(name), permission)?;
+        let usable = (|| {
+            self.authorize_key(principal, &v, Some(name), op)?;
             let k = self.live_key(&v, name)?;
             let row = self.version_row(&v, &k, version)?;
             used_version = Some(row.version.clone());
@@ -171,9 +173,13 @@ impl Instance {
                     ),
                 ));
             }
+            Ok(row)
+        })();
+        drop(snapshot);
+        let r = usable.and_then(|row| {
             let key = self.open_material(&v, &row)?;
             f(&v, &row, key)
-        })();
+        });
         // Fail closed: a cryptographic result is only returned once its audit record
         // is durable.
         let audited = self.audit_key(&v, principal, op, Some(name), used_version.as_deref(), &r);
