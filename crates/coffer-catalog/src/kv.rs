@@ -380,6 +380,16 @@ impl Catalog {
         }
     }
 
+    /// The change counter of the role assignments: any insert, update or delete of an
+    /// assignment (Azure RBAC or managed-HSM local) commits a new value with it. Read
+    /// it before the assignments it validates.
+    pub fn role_assignments_generation(&self) -> Result<i64> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT value FROM change_counters WHERE name = 'role_assignments'")?
+            .query_row([], |r| r.get(0))?)
+    }
+
     /// Role assignments of Azure RBAC (`hsm_guid = None`) or of one managed HSM.
     pub fn role_assignments(&self, hsm_guid: Option<&str>) -> Result<Vec<RoleAssignmentRow>> {
         match hsm_guid {

@@ -5,7 +5,7 @@
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
 
-pub(crate) const MIGRATIONS: [&str; 5] = [V1, V2, V3, V4, V5];
+pub(crate) const MIGRATIONS: [&str; 6] = [V1, V2, V3, V4, V5, V6];
 
 const V1: &str = r#"
 CREATE TABLE instance (
@@ -235,4 +235,25 @@ CREATE TABLE settings (
     name  TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
+"#;
+
+/// A change counter of the role assignments, bumped by triggers in the transaction of
+/// every insert, update or delete, so a process can keep the assignments it read and
+/// know at the cost of one row whether they are still current (a revocation takes
+/// effect at the next authorization).
+const V6: &str = r#"
+CREATE TABLE change_counters (
+    name  TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+INSERT INTO change_counters (name, value) VALUES ('role_assignments', 0);
+CREATE TRIGGER role_assignments_inserted AFTER INSERT ON role_assignments BEGIN
+    UPDATE change_counters SET value = value + 1 WHERE name = 'role_assignments';
+END;
+CREATE TRIGGER role_assignments_updated AFTER UPDATE ON role_assignments BEGIN
+    UPDATE change_counters SET value = value + 1 WHERE name = 'role_assignments';
+END;
+CREATE TRIGGER role_assignments_deleted AFTER DELETE ON role_assignments BEGIN
+    UPDATE change_counters SET value = value + 1 WHERE name = 'role_assignments';
+END;
 "#;

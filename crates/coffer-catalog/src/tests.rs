@@ -187,3 +187,54 @@ fn file_catalog_is_wal_and_migrated() {
         .unwrap();
     assert_eq!(v, SCHEMA_VERSION);
 }
+
+#[test]
+fn every_role_assignment_change_moves_the_change_counter() {
+    let c = Catalog::open_in_memory().unwrap();
+    let a = |id: &str, principal: &str, hsm: Option<&str>| RoleAssignmentRow {
+        id: id.into(),
+        role_definition_id: "r".into(),
+        principal_id: principal.into(),
+        scope: "/".into(),
+        hsm_guid: hsm.map(str::to_owned),
+        created: "2026-01-01T00:00:00Z".into(),
+        created_by: "p".into(),
+    };
+    let mut last = c.role_assignments_generation().unwrap();
+    let mut moved = |what: &str| {
+        let now = c.role_assignments_generation().unwrap();
+        assert_ne!(now, last, "{what}");
+        last = now;
+    };
+    c.create_role_assignment(&a("a1", "x", None)).unwrap();
+    moved("insert");
+    c.create_role_assignment(&a("a2", "y", Some("hsm")))
+        .unwrap();
+    moved("insert (managed HSM)");
+    assert!(c.delete_role_assignment("a1").unwrap());
+    moved("delete");
+    // A revoked assignment re-created under the same id is still a change.
+    c.create_role_assignment(&a("a1", "x", None)).unwrap();
+    moved("insert again");
+    c.delete_principal("x").unwrap();
+    moved("delete with the principal");
+    c.conn
+        .execute("UPDATE role_assignments SET scope = '/keys/k'", [])
+        .unwrap();
+    moved("update");
+    // Other writes (e.g. audit records) leave it alone.
+    let before = c.role_assignments_generation().unwrap();
+    c.log_key_audit(&KeyAuditRow {
+        seq: 0,
+        vault_guid: "v".into(),
+        time_ms: 0,
+        principal: "p".into(),
+        operation: "unwrapKey".into(),
+        key_name: None,
+        key_version: None,
+        result: "Succeeded".into(),
+        error_code: None,
+    })
+    .unwrap();
+    assert_eq!(c.role_assignments_generation().unwrap(), before);
+}

@@ -85,6 +85,9 @@ pub struct Instance {
     /// Role assignment ids that authorization ignores while a change is evaluated
     /// before it is made ([`Instance::rbac_what_if`]).
     pub(crate) ignored_assignments: std::sync::Mutex<Vec<String>>,
+    /// Role assignments read by this instance, valid while the catalog's change
+    /// counter of assignments is unchanged ([`crate::rbac::AssignmentCache`]).
+    pub(crate) assignment_cache: crate::rbac::AssignmentCache,
     /// Set while a backup vault calls its key vault (the firewall's trusted services).
     pub(crate) trusted_service_call: std::sync::atomic::AtomicBool,
 }
@@ -225,6 +228,7 @@ impl Instance {
             acting_principal,
             dek_cache: Default::default(),
             ignored_assignments: Default::default(),
+            assignment_cache: Default::default(),
             trusted_service_call: Default::default(),
         };
         inst.reap_interrupted_jobs()?;

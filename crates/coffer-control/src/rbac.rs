@@ -8,6 +8,11 @@
 //! The instance administrator holds an implicit Owner assignment at the
 //! subscription scope (management actions only, like a real Owner: no dataActions).
 
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
+
 use coffer_catalog::RoleAssignmentRow;
 use serde_json::{Value, json};
 
@@ -361,6 +366,17 @@ fn role_by_id(id: &str) -> Option<&'static RoleDefinition> {
         .find(|r| r.id.eq_ignore_ascii_case(id))
 }
 
+/// The role assignments an [`Instance`] read, per managed HSM (`None`: Azure RBAC),
+/// valid for one value of the catalog's change counter of assignments.
+#[derive(Debug, Default)]
+pub(crate) struct AssignmentCache(Mutex<CachedAssignments>);
+
+#[derive(Debug, Default)]
+struct CachedAssignments {
+    generation: i64,
+    lists: HashMap<Option<String>, Arc<Vec<RoleAssignmentRow>>>,
+}
+
 /// Which role assignments `role assignment delete` removes: by id, or by every
 /// given one of role (name or id), assignee and scope (at least one must be given).
 #[derive(Clone, Copy, Debug, Default)]
@@ -409,14 +425,37 @@ impl Instance {
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         Ok(self
-            .catalog
-            .role_assignments(hsm)?
+            .role_assignments_current(hsm)?
             .iter()
             .filter(|a| !ignored.contains(&a.id))
             .filter(|a| a.principal_id.eq_ignore_ascii_case(principal))
             .filter(|a| scope_covers(&a.scope, scope))
             .filter_map(|a| role_by_id(&a.role_definition_id))
             .any(|r| r.grants(action, data)))
+    }
+
+    /// The role assignments of Azure RBAC (`hsm = None`) or of one managed HSM as the
+    /// catalog holds them now: from this instance's cache when the catalog's change
+    /// counter of assignments has not moved since they were read, else read again.
+    fn role_assignments_current(&self, hsm: Option<&str>) -> Result<Arc<Vec<RoleAssignmentRow>>> {
+        // The counter is read first: assignments read after it are at least as new.
+        let generation = self.catalog.role_assignments_generation()?;
+        let key = hsm.map(str::to_owned);
+        let mut cache = self
+            .assignment_cache
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if cache.generation != generation {
+            cache.generation = generation;
+            cache.lists.clear();
+        }
+        if let Some(list) = cache.lists.get(&key) {
+            return Ok(Arc::clone(list));
+        }
+        let list = Arc::new(self.catalog.role_assignments(hsm)?);
+        cache.lists.insert(key, Arc::clone(&list));
+        Ok(list)
     }
 
     /// Authorization as if the role assignments `ids` did not exist, until the
