@@ -404,6 +404,14 @@ def rotation(scale, reps):
 
 # ----------------------------------------------------------------------------- measure
 
+# Restores go to tmpfs when there is one. On this machine's ext4 (no journal), creating
+# files just after many were deleted makes the kernel scan recently freed inodes: a restore
+# of the kernel tree took 4.7 s into a fresh directory and 22-27 s within minutes after another
+# restored tree had been deleted, for every tool, depending on what ran before it. A restore
+# into tmpfs measures each tool's own work (read, decrypt, verify, decompress, write).
+RESTORE_DIR = os.environ.get("BENCH_RESTORE_DIR", "/dev/shm" if os.path.isdir("/dev/shm") else WORK)
+
+
 def warm(path):
     """Reads every file of `path`, so that each tool starts with the dataset in page cache
     (whatever ran before it: another tool's restore may have evicted part of it)."""
@@ -419,7 +427,7 @@ def warm(path):
 def measure(tool_cls, ds):
     name = tool_cls.name
     repo = os.path.join(WORK, f"repo-{name}")
-    target = os.path.join(WORK, f"restore-{name}")
+    target = os.path.join(RESTORE_DIR, f"coffer-bench-restore-{name}")
     for p in (repo, target, repo + ".key"):
         shutil.rmtree(p, ignore_errors=True) if os.path.isdir(p) else (os.path.exists(p) and os.remove(p))
     shutil.rmtree(os.path.join(WORK, "cache"), ignore_errors=True)
@@ -448,25 +456,8 @@ def measure(tool_cls, ds):
     r["stored"] = t.stored()
     r["peak_rss"] = max(rss1, rss2, rss3, rss4)
     shutil.rmtree(repo, ignore_errors=True)
-    # Restored trees are not deleted now: ext4 scans recently freed inodes (about a minute)
-    # when it allocates new ones, and deleting 80k–200k restored files just before the
-    # next tool's restore made that restore up to 5x slower (measured: 4.7 s vs 27 s).
-    os.makedirs(TRASH, exist_ok=True)
-    os.rename(target, os.path.join(TRASH, f"{name}-{len(os.listdir(TRASH))}"))
+    shutil.rmtree(target, ignore_errors=True)
     return r
-
-
-TRASH = os.path.join(WORK, "restored-trash")
-
-
-def empty_trash():
-    """Deletes the restored trees kept so far, then waits until ext4 no longer treats
-    their inodes as recently deleted (so that no later restore pays for them)."""
-    if os.path.isdir(TRASH):
-        print("   deleting restored trees, then waiting 65 s for ext4's recently-deleted window", file=sys.stderr)
-        shutil.rmtree(TRASH)
-        os.sync()
-        time.sleep(65)
 
 
 def main():
@@ -489,10 +480,10 @@ def main():
     missing = [t.name for t in tools if not t(WORK).available()]
     tools = [t for t in tools if t.name not in missing]
     results = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": os.uname().machine, "cores": os.cpu_count(),
+               "restore_dir": RESTORE_DIR,
                "reps": reps, "scale": scale, "missing_tools": missing, "datasets": {}}
 
     stages = args.stages.split(",")
-    empty_trash()  # left by an interrupted run
     for dname in args.datasets.split(",") if "tools" in stages else []:
         ds = DATASETS[dname](scale)
         size = ds.size()
@@ -513,7 +504,6 @@ def main():
                 if t.name == "coffer":
                     runs["coffer"][-1]["hw_limit_gbps"] = hws[-1]["hardware_limit_gbps"]
                     runs["coffer"][-1]["fraction_of_hw_limit"] = size / runs["coffer"][-1]["first_s"] / 1e9 / hws[-1]["hardware_limit_gbps"]
-        empty_trash()
         med = {n: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for n, rs in runs.items() if rs}
         hw = hws[len(hws) // 2] if hws else json.loads(
             subprocess.run([COFFER_BENCH, "hwlimit", "--max-bytes", str(1 << 30), ds.path], check=True,
