@@ -112,17 +112,19 @@ fn gbps(bytes: u64, secs: f64) -> f64 {
 fn hwlimit(path: &Path, threads: Option<usize>, max_bytes: u64) -> serde_json::Value {
     let mut list = Vec::new();
     files(path, &mut list);
-    // Warm the page cache, then time a second read of every file.
+    // Warm the page cache with every file (keeping up to `max_bytes` of them in memory for
+    // the pipeline pass), then time a second read of every file.
     let mut data = Vec::new();
+    let mut buf = vec![0u8; 1 << 20];
     for f in &list {
-        if data.len() as u64 >= max_bytes {
-            break;
-        }
         if let Ok(mut h) = fs::File::open(f) {
-            let _ = h.read_to_end(&mut data);
+            if (data.len() as u64) < max_bytes {
+                let _ = h.read_to_end(&mut data);
+            } else {
+                while matches!(h.read(&mut buf), Ok(n) if n > 0) {}
+            }
         }
     }
-    let mut buf = vec![0u8; 1 << 20];
     let t = Instant::now();
     let mut read = 0u64;
     for f in &list {
