@@ -193,7 +193,7 @@ fn index_memory(n: usize) -> serde_json::Value {
         .count();
     let lookup_ns = t.elapsed().as_nanos() as f64 / 1e6;
     let per_chunk = (after.saturating_sub(before)) as f64 / n as f64;
-    let avg_chunk = f64::from(RepoParams::default().chunk_avg);
+    let avg_chunk = f64::from(RepoParams::default().large_chunks.avg);
     json!({
         "chunks": n,
         "bytes_per_chunk": per_chunk,

@@ -55,15 +55,35 @@ pub enum EngineError {
     Internal(String),
 }
 
+/// Content-defined chunk sizes in bytes: minimum, average (a power of two) and maximum.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkSizes {
+    /// No chunk is shorter, except a file's or stream's last.
+    pub min: u32,
+    /// The average the cut-point masks aim at.
+    pub avg: u32,
+    /// No chunk is longer.
+    pub max: u32,
+}
+
 /// Tunables of a repository, fixed at creation and stored (encrypted) in its config.
+///
+/// Chunk sizes depend on the size of the file, a trade-off between dedup and compression:
+/// small chunks find more of a changed file in the vault, large chunks compress better
+/// (each chunk is compressed on its own) and cost less index memory. Large files (disk
+/// images, databases) are the ones changed in place, so they get fine chunks; a file up to
+/// `whole_file_max` is one chunk, as it usually changes as a whole; files in between get
+/// medium chunks.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RepoParams {
-    /// Content-defined chunking: minimum, average and maximum chunk size in bytes.
-    pub chunk_min: u32,
-    /// Average chunk size.
-    pub chunk_avg: u32,
-    /// Maximum chunk size.
-    pub chunk_max: u32,
+    /// Files up to this many bytes are stored as one chunk (0: none is).
+    pub whole_file_max: u32,
+    /// Chunk sizes of files larger than `whole_file_max` and smaller than `large_file_min`.
+    pub medium_chunks: ChunkSizes,
+    /// Files at least this large, and streams (of unknown size), get `large_chunks`.
+    pub large_file_min: u64,
+    /// Chunk sizes of large files and streams.
+    pub large_chunks: ChunkSizes,
     /// zstd level for compressible chunks.
     pub zstd_level: i32,
     /// Target size of a pack object in bytes.
@@ -73,12 +93,30 @@ pub struct RepoParams {
 impl Default for RepoParams {
     fn default() -> Self {
         Self {
-            chunk_min: 16 * 1024,
-            chunk_avg: 64 * 1024,
-            chunk_max: 256 * 1024,
+            whole_file_max: 1 << 20,
+            medium_chunks: ChunkSizes {
+                min: 64 << 10,
+                avg: 256 << 10,
+                max: 1 << 20,
+            },
+            large_file_min: 64 << 20,
+            large_chunks: ChunkSizes {
+                min: 16 << 10,
+                avg: 64 << 10,
+                max: 256 << 10,
+            },
             zstd_level: 3,
             pack_target: 16 * 1024 * 1024,
         }
+    }
+}
+
+impl RepoParams {
+    /// The longest chunk any file can give (the longest blob a pack holds).
+    pub fn max_chunk(&self) -> u32 {
+        self.whole_file_max
+            .max(self.medium_chunks.max)
+            .max(self.large_chunks.max)
     }
 }
 

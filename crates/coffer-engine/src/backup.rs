@@ -2,9 +2,10 @@
 //!
 //! ```text
 //! walker thread:  walk ─ stat ─ (unchanged? reuse parent's chunk list)
-//!                        └ read ─ chunk (keyed FastCDC, four-lane candidate scan)
+//!                        └ read ─ chunk (≤ 1 MiB: whole; else keyed FastCDC, sizes by file
+//!                            │       size, four-lane candidate scan)
 //!                            ├ small file: keyed hash ─ dedup check ─ new? ─ copy ─┐
-//!                            └ file ≥ 8 MiB or stream: read in 2 MiB shared blocks ┤ bounded
+//!                            └ file ≥ 8 MiB or stream: read in shared blocks      ┤ bounded
 //!                              (half of each block scanned on a helper thread),    │ channel
 //!                              chunks sent unhashed as block ranges, not copies ───┤
 //! N workers:      [keyed hash ─ dedup check ─ id back to the walker, in order]
@@ -39,6 +40,7 @@ use crossbeam_channel::{Receiver, Sender, bounded};
 use crate::{
     BackupOutcome, BackupRequest, BackupSource, EngineError, Progress, RecoveryPointInfo,
     SourceKind,
+    chunker::{self, Chunker, Split},
     format::{self, BlobKind, ObjectType},
     index::{IdSet, Index},
     pack::{FinishedPack, PackDirectory, PackWriter},
@@ -426,17 +428,71 @@ impl Walker<'_> {
         self.put_blob(BlobKind::Tree, &bytes)
     }
 
-    /// Reads and chunks `reader`; returns its chunk ids in order and its length.
-    /// Large inputs (`size_hint`) are hashed by the workers, in parallel.
+    /// Reads and chunks `reader` (a file of `size_hint` bytes, or `u64::MAX` for a
+    /// stream); returns its chunk ids in order and its length. How it is split depends
+    /// on its size ([`crate::RepoParams`]).
     fn content(
         &mut self,
-        reader: impl Read,
+        mut reader: impl Read,
         size_hint: u64,
     ) -> Result<(Vec<ChunkId>, u64), EngineError> {
+        let chunking = &self.inner.chunking;
+        let chunker = match chunking.split(size_hint) {
+            Split::Chunks(c) => c,
+            Split::Whole => {
+                let limit = chunking.whole_file_max() as usize;
+                let mut buf = std::mem::take(&mut self.read_buf);
+                if buf.len() <= limit {
+                    buf.resize(limit + 1, 0);
+                }
+                let mut end = 0;
+                let eof = match chunker::fill(&mut reader, &mut buf[..=limit], &mut end) {
+                    Ok(eof) => eof,
+                    Err(source) => {
+                        self.read_buf = buf;
+                        return Err(EngineError::Source {
+                            path: PathBuf::new(),
+                            source,
+                        });
+                    }
+                };
+                if eof {
+                    let ids = self.whole(&buf[..end]);
+                    self.read_buf = buf;
+                    return ids.map(|ids| (ids, end as u64));
+                }
+                let head = buf[..end].to_vec();
+                self.read_buf = buf;
+                // The file grew past the limit after it was looked at: chunk all of it.
+                let Split::Chunks(c) = chunking.split(limit as u64 + 1) else {
+                    unreachable!("larger than the whole-file limit")
+                };
+                return self.chunked(std::io::Cursor::new(head).chain(reader), c, false);
+            }
+        };
+        self.chunked(reader, chunker, size_hint >= ASYNC_HASH_MIN_FILE)
+    }
+
+    /// Stores a whole file read into memory as one chunk (none when empty).
+    fn whole(&mut self, data: &[u8]) -> Result<Vec<ChunkId>, EngineError> {
+        if data.is_empty() {
+            return Ok(Vec::new());
+        }
+        let id = self.put_blob(BlobKind::Data, data)?;
+        self.progress.advance(data.len() as u64, 0);
+        Ok(vec![id])
+    }
+
+    /// Cuts `reader` with `chunker`; with `parallel`, its chunks are hashed by the
+    /// workers.
+    fn chunked(
+        &mut self,
+        reader: impl Read,
+        chunker: &Chunker,
+        parallel: bool,
+    ) -> Result<(Vec<ChunkId>, u64), EngineError> {
         let mut ids = Vec::new();
-        let chunker = &self.inner.chunker;
         let mut buf = std::mem::take(&mut self.read_buf);
-        let parallel = size_hint >= ASYNC_HASH_MIN_FILE;
         let (reply_tx, reply_rx) = crossbeam_channel::unbounded::<(usize, ChunkId)>();
         let mut count = 0usize;
         let n = if parallel {
@@ -730,5 +786,129 @@ fn show(rel: &Path) -> String {
         ".".into()
     } else {
         rel.display().to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use coffer_crypto::{DataKey, PlatformKey, SecretKey, WrappedKey};
+    use coffer_store::LocalStore;
+
+    use super::*;
+    use crate::{ChunkSizes, NoProgress, RepoParams, Repository};
+
+    fn pseudo_random(n: usize, seed: u8) -> Vec<u8> {
+        let mut out = vec![0u8; n];
+        blake3::Hasher::new()
+            .update(&[seed])
+            .finalize_xof()
+            .fill(&mut out);
+        out
+    }
+
+    /// Raw lengths of the chunks of each file of a recovery point's root, by name.
+    fn chunk_lengths(repo: &Repository, rp: &str) -> HashMap<Vec<u8>, Vec<u32>> {
+        let inner = &repo.inner;
+        let (index, _) = inner.load_index().unwrap();
+        let root = inner.manifest(rp).unwrap().root;
+        let tree = inner.read_tree(&index, &root).unwrap();
+        tree.nodes
+            .into_iter()
+            .filter_map(|n| match n.kind {
+                NodeKind::File { content } => Some((
+                    n.name,
+                    content
+                        .iter()
+                        .map(|id| index.entry(id, index.get(id).unwrap()).1.raw_len)
+                        .collect(),
+                )),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn chunk_sizes_follow_the_file_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(LocalStore::open(dir.path().join("s")).unwrap());
+        let dek = DataKey::generate().unwrap();
+        let pmk = PlatformKey::new("pmk".into(), &SecretKey::generate().unwrap());
+        let wk = WrappedKey::seal(&pmk, &dek, "v", String::new()).unwrap();
+        let params = RepoParams {
+            whole_file_max: 64 << 10,
+            medium_chunks: ChunkSizes {
+                min: 4 << 10,
+                avg: 16 << 10,
+                max: 64 << 10,
+            },
+            large_file_min: 4 << 20,
+            large_chunks: ChunkSizes {
+                min: 1 << 10,
+                avg: 4 << 10,
+                max: 8 << 10,
+            },
+            ..RepoParams::default()
+        };
+        let repo = Repository::create(store, dir.path().join("l"), "v", dek, &wk, params).unwrap();
+        let src = dir.path().join("src");
+        fs::create_dir(&src).unwrap();
+        let files: [(&str, usize); 5] = [
+            ("empty", 0),
+            ("small", 5000),
+            ("whole", 64 << 10),
+            ("medium", (4 << 20) - 1),
+            ("large", 4 << 20),
+        ];
+        for (i, (name, len)) in files.iter().enumerate() {
+            fs::write(src.join(name), pseudo_random(*len, i as u8)).unwrap();
+        }
+        let backup = |source| {
+            repo.backup(
+                BackupRequest {
+                    instance_id: "i".into(),
+                    source,
+                    time: 1,
+                },
+                &NoProgress,
+            )
+            .unwrap()
+            .recovery_point
+            .id
+        };
+        let rp = backup(BackupSource::Directory(src.clone()));
+        let lens = chunk_lengths(&repo, &rp);
+        let total = |name: &str| {
+            lens[name.as_bytes()]
+                .iter()
+                .map(|&l| l as usize)
+                .sum::<usize>()
+        };
+        for (name, len) in files {
+            assert_eq!(total(name), len, "{name}");
+        }
+        // Up to the whole-file limit: one chunk (none when empty).
+        assert!(lens[&b"empty"[..]].is_empty());
+        assert_eq!(lens[&b"small"[..]], [5000]);
+        assert_eq!(lens[&b"whole"[..]], [64 << 10]);
+        // Below the large-file size: medium chunks; from it on: fine chunks.
+        let medium = &lens[&b"medium"[..]];
+        assert!(medium.iter().all(|&l| l <= 64 << 10));
+        assert!(medium[..medium.len() - 1].iter().all(|&l| l >= 4 << 10));
+        assert!(
+            medium.len() < (4 << 20) / (8 << 10),
+            "{} chunks",
+            medium.len()
+        );
+        let large = &lens[&b"large"[..]];
+        assert!(large.iter().all(|&l| l <= 8 << 10));
+        assert!(large.len() >= (4 << 20) / (8 << 10));
+        // A stream (size unknown) gets fine chunks too.
+        let data = pseudo_random(1 << 20, 9);
+        let rp = backup(BackupSource::Stream(Box::new(std::io::Cursor::new(data))));
+        let stream = &chunk_lengths(&repo, &rp)[STREAM_NODE];
+        assert!(stream.iter().all(|&l| l <= 8 << 10));
+        assert_eq!(stream.iter().map(|&l| l as usize).sum::<usize>(), 1 << 20);
     }
 }

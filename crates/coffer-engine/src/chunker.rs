@@ -29,6 +29,52 @@ use std::{
 use coffer_crypto::{DataKey, kdf, labels};
 use fastcdc::v2020::{Normalization, select_masks};
 
+use crate::{ChunkSizes, RepoParams};
+
+/// How one vault splits its inputs, by their size (see [`RepoParams`]).
+pub(crate) struct ChunkPolicy {
+    whole_file_max: u64,
+    large_file_min: u64,
+    medium: Chunker,
+    large: Chunker,
+}
+
+/// How an input of a given size is split.
+pub(crate) enum Split<'a> {
+    /// Kept whole: one chunk.
+    Whole,
+    /// Cut by this chunker.
+    Chunks(&'a Chunker),
+}
+
+impl ChunkPolicy {
+    pub(crate) fn new(dek: &DataKey, params: &RepoParams) -> Self {
+        let make = |s: ChunkSizes| Chunker::new(dek, s.min, s.avg, s.max);
+        Self {
+            whole_file_max: u64::from(params.whole_file_max),
+            large_file_min: params.large_file_min,
+            medium: make(params.medium_chunks),
+            large: make(params.large_chunks),
+        }
+    }
+
+    /// How to split a file of `size` bytes (`u64::MAX` for a stream of unknown size).
+    pub(crate) fn split(&self, size: u64) -> Split<'_> {
+        if size <= self.whole_file_max {
+            Split::Whole
+        } else if size < self.large_file_min {
+            Split::Chunks(&self.medium)
+        } else {
+            Split::Chunks(&self.large)
+        }
+    }
+
+    /// Files up to this size are one chunk.
+    pub(crate) fn whole_file_max(&self) -> u64 {
+        self.whole_file_max
+    }
+}
+
 /// The chunking parameters and secret gear table of one vault.
 pub(crate) struct Chunker {
     min: usize,
@@ -67,7 +113,7 @@ const SPLIT_MIN: usize = 1 << 20;
 
 /// Reads into `buf[*end..]` until it is full or the input ends; returns whether it
 /// ended.
-fn fill(reader: &mut impl Read, buf: &mut [u8], end: &mut usize) -> io::Result<bool> {
+pub(crate) fn fill(reader: &mut impl Read, buf: &mut [u8], end: &mut usize) -> io::Result<bool> {
     while *end < buf.len() {
         match reader.read(&mut buf[*end..]) {
             Ok(0) => return Ok(true),

@@ -144,6 +144,20 @@ pub(crate) fn open_meta<T: DeserializeOwned>(
     key: &ObjectKey,
     bytes: &[u8],
 ) -> Result<T, EngineError> {
+    let body = open_meta_plain(dek, ty, key, bytes)?;
+    postcard::from_bytes(&body).map_err(|e| EngineError::Damaged {
+        object: key.to_string(),
+        reason: format!("undecodable contents: {e}"),
+    })
+}
+
+/// Authenticates and decrypts a metadata object; returns its serialised value.
+pub(crate) fn open_meta_plain(
+    dek: &DataKey,
+    ty: ObjectType,
+    key: &ObjectKey,
+    bytes: &[u8],
+) -> Result<Vec<u8>, EngineError> {
     let id = if ty == ObjectType::Config {
         [0u8; 16]
     } else {
@@ -160,9 +174,7 @@ pub(crate) fn open_meta<T: DeserializeOwned>(
             CryptoError::Authentication => damaged("authentication failed".into()),
             other => damaged(other.to_string()),
         })?;
-    let body = zstd::stream::decode_all(&body[..])
-        .map_err(|e| damaged(format!("decompression failed: {e}")))?;
-    postcard::from_bytes(&body).map_err(|e| damaged(format!("undecodable contents: {e}")))
+    zstd::stream::decode_all(&body[..]).map_err(|e| damaged(format!("decompression failed: {e}")))
 }
 
 /// Kind of a blob stored in a pack.

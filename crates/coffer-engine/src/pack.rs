@@ -41,6 +41,9 @@ pub(crate) struct PackDirectory {
     pub(crate) blobs: Vec<PackEntry>,
 }
 
+/// The longest chunk a pack holds (see [`crate::RepoParams::max_chunk`]).
+pub(crate) const MAX_CHUNK: u32 = 1 << 20;
+
 /// Alignment of a pack's first byte in its buffer, so that the store can write it
 /// with direct I/O without a bounce copy.
 const BUF_ALIGN: usize = 4096;
@@ -96,8 +99,10 @@ impl PackWriter {
     ) -> Result<Self, EngineError> {
         let id = format::new_object_id()?;
         buf.clear();
-        // Room for the target, one more blob of up to ~1 MiB, the trailer, and alignment.
-        buf.reserve(target + (1 << 20) + BUF_ALIGN);
+        // Room for the target, one more blob (at most MAX_CHUNK, and its codec and tag
+        // bytes should compression not pay), the trailer and alignment: the buffer
+        // never grows, so it stays aligned.
+        buf.reserve(target + 2 * MAX_CHUNK as usize + BUF_ALIGN);
         let base = buf.as_ptr().align_offset(BUF_ALIGN).min(BUF_ALIGN);
         buf.resize(base, 0);
         buf.extend_from_slice(&format::header(ObjectType::Pack, &id));

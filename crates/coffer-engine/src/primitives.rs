@@ -25,7 +25,9 @@ impl Primitives {
     pub fn new(params: RepoParams) -> Self {
         let dek = DataKey::generate().expect("system RNG");
         let id_key = ChunkIdKey::derive(&dek);
-        let chunker = Chunker::new(&dek, params.chunk_min, params.chunk_avg, params.chunk_max);
+        // Large files' chunking: the hardware limit is measured for a large image.
+        let c = params.large_chunks;
+        let chunker = Chunker::new(&dek, c.min, c.avg, c.max);
         Self {
             dek,
             id_key,
@@ -43,13 +45,13 @@ impl Primitives {
 
     /// Keyed hashing only, over `data` in pieces of the average chunk size.
     pub fn hash(&self, data: &[u8]) -> u8 {
-        data.chunks(self.params.chunk_avg as usize)
+        data.chunks(self.params.large_chunks.avg as usize)
             .fold(0u8, |acc, c| acc ^ self.id_key.id(c).0[0])
     }
 
     /// Compression only (with the incompressibility test): returns encoded bytes.
     pub fn compress(&self, data: &[u8]) -> usize {
-        data.chunks(self.params.chunk_avg as usize)
+        data.chunks(self.params.large_chunks.avg as usize)
             .map(|c| format::encode_blob(c, self.params.zstd_level).len())
             .sum()
     }

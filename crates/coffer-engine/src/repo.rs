@@ -7,9 +7,9 @@ use coffer_store::{ObjectKey, ObjectStore, StoreError};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    BackupOutcome, BackupRequest, CheckReport, DeleteOutcome, EngineError, Progress,
+    BackupOutcome, BackupRequest, CheckReport, ChunkSizes, DeleteOutcome, EngineError, Progress,
     RecoveryPointInfo, RepoParams, Repository, RestoreOutcome, RestoreRequest, backup, check,
-    chunker::Chunker,
+    chunker::ChunkPolicy,
     format::{self, ObjectType},
     gc,
     index::Index,
@@ -17,8 +17,8 @@ use crate::{
     tree::{Manifest, Tree},
 };
 
-/// Format version of the config object.
-const CONFIG_VERSION: u32 = 1;
+/// Format version of the config object (1: one chunk size for every file).
+const CONFIG_VERSION: u32 = 2;
 
 /// The sealed `config` object: what a vault's storage is.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -26,6 +26,49 @@ pub(crate) struct Config {
     pub(crate) version: u32,
     pub(crate) vault_id: String,
     pub(crate) params: RepoParams,
+}
+
+/// A version 1 config: the same chunk sizes for every file.
+#[derive(Deserialize)]
+struct ConfigV1 {
+    vault_id: String,
+    chunk_min: u32,
+    chunk_avg: u32,
+    chunk_max: u32,
+    zstd_level: i32,
+    pack_target: u32,
+}
+
+impl Config {
+    /// Decodes a config of any supported version (postcard is not self-describing:
+    /// the version, its first field, says what follows).
+    fn decode(plain: &[u8]) -> Result<Self, String> {
+        let (version, rest) = postcard::take_from_bytes::<u32>(plain).map_err(|e| e.to_string())?;
+        match version {
+            CONFIG_VERSION => postcard::from_bytes(plain).map_err(|e| e.to_string()),
+            1 => {
+                let v1: ConfigV1 = postcard::from_bytes(rest).map_err(|e| e.to_string())?;
+                let sizes = ChunkSizes {
+                    min: v1.chunk_min,
+                    avg: v1.chunk_avg,
+                    max: v1.chunk_max,
+                };
+                Ok(Self {
+                    version,
+                    vault_id: v1.vault_id,
+                    params: RepoParams {
+                        whole_file_max: 0,
+                        medium_chunks: sizes,
+                        large_file_min: 0,
+                        large_chunks: sizes,
+                        zstd_level: v1.zstd_level,
+                        pack_target: v1.pack_target,
+                    },
+                })
+            }
+            other => Err(format!("unsupported config version {other}")),
+        }
+    }
 }
 
 /// A manifest as found in storage: its key, and its contents unless damaged.
@@ -36,7 +79,7 @@ pub(crate) struct Inner {
     pub(crate) store: Arc<dyn ObjectStore>,
     pub(crate) dek: DataKey,
     pub(crate) id_key: ChunkIdKey,
-    pub(crate) chunker: Chunker,
+    pub(crate) chunking: ChunkPolicy,
     pub(crate) config: Config,
     pub(crate) lock_path: PathBuf,
 }
@@ -56,6 +99,13 @@ impl Repository {
         wrapped: &WrappedKey,
         params: RepoParams,
     ) -> Result<Self, EngineError> {
+        if params.max_chunk() > pack::MAX_CHUNK {
+            return Err(EngineError::Internal(format!(
+                "chunks of up to {} bytes asked for; at most {} are supported",
+                params.max_chunk(),
+                pack::MAX_CHUNK
+            )));
+        }
         let config_key = format::object_key(ObjectType::Config, &[0; 16]);
         if store.size(&config_key)?.is_some() {
             return Err(EngineError::Internal(
@@ -83,22 +133,19 @@ impl Repository {
         let bytes = store.get(&key)?;
         // The caller's DEK was itself authenticated when it was unwrapped (bound to the
         // vault id), so a config that fails authentication is damage, not a wrong key.
-        let config: Config = format::open_meta(&dek, ObjectType::Config, &key, &bytes)?;
-        if config.version != CONFIG_VERSION {
-            return Err(EngineError::Damaged {
-                object: "config".into(),
-                reason: "unsupported config version".into(),
-            });
-        }
-        let p = &config.params;
-        let chunker = Chunker::new(&dek, p.chunk_min, p.chunk_avg, p.chunk_max);
+        let plain = format::open_meta_plain(&dek, ObjectType::Config, &key, &bytes)?;
+        let config = Config::decode(&plain).map_err(|reason| EngineError::Damaged {
+            object: "config".into(),
+            reason,
+        })?;
+        let chunking = ChunkPolicy::new(&dek, &config.params);
         let id_key = ChunkIdKey::derive(&dek);
         Ok(Self {
             inner: Arc::new(Inner {
                 store,
                 dek,
                 id_key,
-                chunker,
+                chunking,
                 config,
                 lock_path,
             }),
@@ -370,5 +417,44 @@ impl Inner {
             reason,
         })?;
         Ok(tree)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_versions() {
+        let now = Config {
+            version: CONFIG_VERSION,
+            vault_id: "v".into(),
+            params: RepoParams::default(),
+        };
+        let plain = postcard::to_stdvec(&now).unwrap();
+        let back = Config::decode(&plain).unwrap();
+        assert_eq!((back.version, back.params), (CONFIG_VERSION, now.params));
+        // Version 1: one chunk size for every file, no whole-file chunks.
+        let v1 = postcard::to_stdvec(&(1u32, "v", 1024u32, 4096u32, 16384u32, 5i32, 1u32 << 20))
+            .unwrap();
+        let old = Config::decode(&v1).unwrap();
+        let sizes = ChunkSizes {
+            min: 1024,
+            avg: 4096,
+            max: 16384,
+        };
+        assert_eq!(
+            old.params,
+            RepoParams {
+                whole_file_max: 0,
+                medium_chunks: sizes,
+                large_file_min: 0,
+                large_chunks: sizes,
+                zstd_level: 5,
+                pack_target: 1 << 20,
+            }
+        );
+        assert_eq!(old.vault_id, "v");
+        assert!(Config::decode(&postcard::to_stdvec(&(9u32, "v")).unwrap()).is_err());
     }
 }
