@@ -1,46 +1,77 @@
-//! Group commit of key audit records.
+//! Group commit of key audit records by one committer thread a process.
 //!
-//! Every key vault operation's audit record must be durable (committed with
-//! `synchronous=FULL`: an fsync) before the operation's result is returned. Committing
-//! each record alone bounds the operation rate by the disk's fsync rate. Instead, all
-//! [`Catalog`]s of one process open on the same database file share one
-//! [`AuditCommitter`]: a caller queues its record and either waits while another
-//! caller (the leader) commits, or becomes the leader itself and writes every queued
-//! record (at most [`MAX_BATCH`]) in ONE transaction, through its own connection. Each
-//! caller returns only when the batch holding its record is committed, with that
-//! batch's outcome: a failed commit is an error for every caller of the batch.
+//! Every key vault operation's audit record must be durable before the operation's
+//! result is returned. All [`Catalog`](crate::Catalog)s of one process open on the same
+//! database file share one [`AuditCommitter`], whose thread (started by the first
+//! record) repeats:
 //!
-//! There is no background thread: the committer is driven by its callers, waits on
-//! a condition variable (no polling) and is dropped with the last catalog using it.
+//! 1. take every queued record (at most [`MAX_BATCH`]) and insert them in ONE
+//!    transaction of its own connection, which commits with `synchronous=NORMAL`: the
+//!    WAL frames are written, not yet synced;
+//! 2. `fdatasync` the WAL file, which makes the batch durable, and wake its callers.
+//!
+//! Records queued meanwhile form the next batch. A caller returns only when its record's
+//! batch has been synced. A failed write is an error for every caller of that batch; a
+//! failed sync is an error for every caller of that batch and of every later one (fail
+//! closed: after a failed `fdatasync` the kernel may have dropped the WAL pages, so
+//! nothing written after them could be recovered).
+//!
+//! Why a thread of its own: the callers are busy with key operations (RSA), so a
+//! caller leading the commit would wait for a core after every step of its `fsync`;
+//! a thread that mostly sleeps is scheduled at once when its I/O completes.
+//!
+//! The WAL stays the file SQLite uses: the committer's connection stays open for the
+//! committer's life, and SQLite deletes the WAL only when the last connection to the
+//! database closes; a sync also checks that the file it synced is still linked.
+//! Checkpoints stay SQLite's (automatic, with their own syncs) and copy the records
+//! into the database file; readers see them as before.
 
 use std::{
     collections::HashMap,
+    fs::File,
+    os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
     sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError, Weak},
+    thread::JoinHandle,
 };
 
-use crate::{Catalog, CatalogError, KeyAuditRow, Result};
+use rusqlite::Connection;
+
+use crate::{CatalogError, KeyAuditRow, Result, busy_wait, kv};
 
 /// The most records one audit transaction writes.
 pub const MAX_BATCH: usize = 256;
 
-/// Where a caller learns the outcome of the batch that committed its record.
-type Outcome = Arc<OnceLock<Result<(), Arc<CatalogError>>>>;
+/// A committer's error, shared by every caller it fails.
+type SharedError = Arc<CatalogError>;
+
+/// Where a caller learns whether its record is durable.
+type Ticket = Arc<OnceLock<Result<(), SharedError>>>;
 
 #[derive(Default)]
-struct Queue {
-    /// Records waiting for the next commit, oldest first.
-    pending: Vec<(KeyAuditRow, Outcome)>,
-    /// Whether a caller is committing a batch now.
-    leader: bool,
+struct State {
+    /// Records waiting to be written, oldest first.
+    pending: Vec<(KeyAuditRow, Ticket)>,
+    /// The committer is being dropped: the thread ends once `pending` is empty.
+    stop: bool,
+    /// A sync failed (or the thread died): no record can be made durable any more.
+    failed: Option<SharedError>,
+}
+
+struct Shared {
+    /// The database (canonical path).
+    path: PathBuf,
+    state: Mutex<State>,
+    /// Wakes the committer thread: records queued, or stop.
+    work: Condvar,
+    /// Wakes callers: a batch is done.
+    done: Condvar,
 }
 
 /// The process-wide committer of one catalog database's audit records.
-#[derive(Default)]
 pub(crate) struct AuditCommitter {
-    queue: Mutex<Queue>,
-    /// Signalled when a batch's outcome is set and the leader steps down.
-    done: Condvar,
+    shared: Arc<Shared>,
+    thread: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for AuditCommitter {
@@ -49,22 +80,18 @@ impl std::fmt::Debug for AuditCommitter {
     }
 }
 
-/// Steps a leader down when its batch is done, also when the commit panicked: any
-/// record of the batch without an outcome then gets an error (never a success).
-struct Leading<'a> {
-    committer: &'a AuditCommitter,
-    batch: Vec<(KeyAuditRow, Outcome)>,
-}
-
-impl Drop for Leading<'_> {
+impl Drop for AuditCommitter {
     fn drop(&mut self) {
-        for (_, outcome) in &self.batch {
-            let _ = outcome.set(Err(Arc::new(CatalogError::Invalid(
-                "the audit commit was interrupted".into(),
-            ))));
+        self.shared.lock().stop = true;
+        self.shared.work.notify_all();
+        if let Some(t) = self
+            .thread
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
+            let _ = t.join();
         }
-        self.committer.lock().leader = false;
-        self.committer.done.notify_all();
     }
 }
 
@@ -81,45 +108,201 @@ impl AuditCommitter {
             return c;
         }
         all.retain(|_, c| c.strong_count() > 0);
-        let c = Arc::new(Self::default());
+        let c = Arc::new(Self {
+            shared: Arc::new(Shared {
+                path: key.clone(),
+                state: Mutex::default(),
+                work: Condvar::new(),
+                done: Condvar::new(),
+            }),
+            thread: Mutex::default(),
+        });
         all.insert(key, Arc::downgrade(&c));
         c
     }
 
-    fn lock(&self) -> MutexGuard<'_, Queue> {
-        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Commits `row` durably (in a batch with the records of concurrent callers),
-    /// leading the commit through `cat` when no other caller is committing.
-    pub(crate) fn commit(&self, cat: &Catalog, row: KeyAuditRow) -> Result<()> {
-        let mine: Outcome = Arc::default();
-        let mut q = self.lock();
-        q.pending.push((row, Arc::clone(&mine)));
+    /// Makes `row` durable (in a batch with the records of concurrent callers).
+    pub(crate) fn commit(&self, row: KeyAuditRow) -> Result<()> {
+        self.start()?;
+        let mine: Ticket = Arc::default();
+        let s = &self.shared;
+        let mut st = s.lock();
+        if let Some(e) = &st.failed {
+            return Err(CatalogError::AuditCommit(Arc::clone(e)));
+        }
+        st.pending.push((row, Arc::clone(&mine)));
+        s.work.notify_one();
         loop {
             if let Some(r) = mine.get() {
                 return r.clone().map_err(CatalogError::AuditCommit);
             }
-            if q.leader {
-                q = self.done.wait(q).unwrap_or_else(PoisonError::into_inner);
-                continue;
-            }
-            q.leader = true;
-            let n = q.pending.len().min(MAX_BATCH);
-            let batch = q.pending.drain(..n).collect();
-            drop(q);
-            let leading = Leading {
-                committer: self,
-                batch,
-            };
-            let r = cat
-                .insert_key_audit(leading.batch.iter().map(|(row, _)| row))
-                .map_err(Arc::new);
-            for (_, outcome) in &leading.batch {
-                let _ = outcome.set(r.clone());
-            }
-            drop(leading);
-            q = self.lock();
+            st = s.done.wait(st).unwrap_or_else(PoisonError::into_inner);
         }
     }
+
+    /// Starts the committer thread unless it runs.
+    fn start(&self) -> Result<()> {
+        let mut t = self.thread.lock().unwrap_or_else(PoisonError::into_inner);
+        if t.is_none() {
+            let shared = Arc::clone(&self.shared);
+            *t = Some(
+                std::thread::Builder::new()
+                    .name("coffer-audit".into())
+                    .spawn(move || shared.run())
+                    .map_err(io_error)?,
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Fails the records of the batch in hand and every later record if the committer
+/// thread unwinds.
+struct Dying<'a> {
+    shared: &'a Shared,
+    batch: Vec<(KeyAuditRow, Ticket)>,
+}
+
+impl Drop for Dying<'_> {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let e: SharedError = Arc::new(CatalogError::Invalid(
+            "the audit commit was interrupted".into(),
+        ));
+        let mut st = self.shared.lock();
+        st.failed.get_or_insert_with(|| Arc::clone(&e));
+        for (_, ticket) in self.batch.drain(..).chain(st.pending.drain(..)) {
+            let _ = ticket.set(Err(Arc::clone(&e)));
+        }
+        drop(st);
+        self.shared.done.notify_all();
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The committer thread.
+    fn run(&self) {
+        let mut log: Option<Log> = None;
+        let mut dying = Dying {
+            shared: self,
+            batch: Vec::new(),
+        };
+        loop {
+            let mut st = self.lock();
+            while st.pending.is_empty() && !st.stop {
+                st = self.work.wait(st).unwrap_or_else(PoisonError::into_inner);
+            }
+            if st.pending.is_empty() {
+                return;
+            }
+            let n = st.pending.len().min(MAX_BATCH);
+            dying.batch = st.pending.drain(..n).collect();
+            let failed = st.failed.clone();
+            drop(st);
+            let r = match failed {
+                Some(e) => Err(e),
+                None => self.write_and_sync(&mut log, &dying.batch),
+            };
+            let mut st = self.lock();
+            if let Err(e) = &r
+                && log.as_ref().is_some_and(|l| l.written)
+            {
+                // Written but not synced: a later sync cannot vouch for what follows.
+                st.failed.get_or_insert_with(|| Arc::clone(e));
+            }
+            for (_, ticket) in dying.batch.drain(..) {
+                let _ = ticket.set(r.clone());
+            }
+            drop(st);
+            self.done.notify_all();
+        }
+    }
+
+    fn write_and_sync(
+        &self,
+        log: &mut Option<Log>,
+        batch: &[(KeyAuditRow, Ticket)],
+    ) -> Result<(), SharedError> {
+        if log.is_none() {
+            *log = Some(Log::open(&self.path).map_err(Arc::new)?);
+        }
+        let Some(l) = log.as_mut() else {
+            unreachable!("opened above")
+        };
+        l.written = false;
+        kv::insert_key_audit(&l.conn, batch.iter().map(|(row, _)| row)).map_err(Arc::new)?;
+        l.written = true;
+        l.sync(&self.path).map_err(Arc::new)
+    }
+}
+
+/// The committer thread's connection and the WAL file it writes to.
+struct Log {
+    conn: Connection,
+    /// The WAL, open once the connection has written.
+    wal: Option<File>,
+    /// The last batch was written (and needs a sync).
+    written: bool,
+}
+
+impl Log {
+    fn open(path: &Path) -> Result<Self> {
+        let mut conn = Connection::open(path)?;
+        conn.busy_handler(Some(busy_wait))?;
+        let _mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+        // Commits write the WAL without syncing it; the committer syncs it. (Checkpoints
+        // and WAL restarts still sync, as with FULL.)
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        Ok(Self {
+            conn,
+            wal: None,
+            written: false,
+        })
+    }
+
+    /// Makes every batch written so far durable.
+    fn sync(&mut self, path: &Path) -> Result<()> {
+        if let Some(e) = kv::injected_failure("kv-audit-sync", &path.to_string_lossy()) {
+            return Err(e);
+        }
+        if self.wal.is_none() {
+            // The connection has written: the WAL exists and stays while it is open.
+            self.wal = Some(open_wal(path)?);
+        }
+        let Some(wal) = &self.wal else {
+            unreachable!("opened above")
+        };
+        wal.sync_data().map_err(io_error)?;
+        if wal.metadata().map_err(io_error)?.nlink() == 0 {
+            return Err(CatalogError::Invalid(
+                "the catalog's WAL file was replaced while audit records were synced".into(),
+            ));
+        }
+        self.written = false;
+        Ok(())
+    }
+}
+
+/// Opens the WAL file of the database at `path` and makes its directory entry durable
+/// (SQLite does that on the first sync of a WAL it created; it never syncs this one).
+fn open_wal(path: &Path) -> Result<File> {
+    let mut name = path.as_os_str().to_owned();
+    name.push("-wal");
+    let wal = File::open(&name).map_err(io_error)?;
+    if let Some(dir) = path.parent() {
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_error)?;
+    }
+    Ok(wal)
+}
+
+fn io_error(e: std::io::Error) -> CatalogError {
+    CatalogError::Invalid(format!("audit WAL: {e}"))
 }

@@ -1,7 +1,7 @@
 //! Catalog tables of part 2: principals, role assignments, key vaults, keys, key
 //! versions (sealed private material only), the key audit log and key events.
 
-use rusqlite::{OptionalExtension, Row, params};
+use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
 
 use crate::{Catalog, CatalogError, Result, is_unique_violation};
 
@@ -641,66 +641,24 @@ impl Catalog {
 
     // ------------------------------------------------------------ audit, events
 
-    /// Appends a key audit record and returns once it is durably committed. Records
-    /// of concurrent callers in this process (any [`Catalog`] on the same database) are
-    /// committed together, one transaction a batch; an error means the record is not
-    /// committed (nor any other record of its batch). Inside a transaction of this
-    /// connection, the record becomes part of that transaction instead.
+    /// Appends a key audit record and returns once it is durable. Records of
+    /// concurrent callers in this process (any [`Catalog`] on the same database) are
+    /// written together by the process's committer thread, one transaction and one WAL
+    /// sync a batch (`audit.rs`); an error means the record is not known to be durable
+    /// (a failed write leaves no record of its batch; after a failed sync the records
+    /// may be in the log). Inside a transaction of this connection, the record becomes
+    /// part of that transaction instead.
     pub fn log_key_audit(&self, a: &KeyAuditRow) -> Result<()> {
         match &self.audit {
-            Some(c) if self.conn.is_autocommit() => c.commit(self, a.clone()),
+            Some(c) if self.conn.is_autocommit() => c.commit(a.clone()),
             _ => self.insert_key_audit([a]),
         }
     }
 
-    /// Inserts audit records in one transaction (the fail point
-    /// `kv-audit-commit=return(TEXT)` fails it for databases whose path contains TEXT,
-    /// `return` for all).
-    pub(crate) fn insert_key_audit<'a>(
-        &self,
-        rows: impl IntoIterator<Item = &'a KeyAuditRow>,
-    ) -> Result<()> {
-        if let Some(e) = self.injected_audit_failure() {
-            return Err(e);
-        }
-        let tx = if self.conn.is_autocommit() {
-            Some(self.tx()?)
-        } else {
-            None
-        };
-        {
-            let mut st = self.conn.prepare_cached(
-                "INSERT INTO kv_audit (vault_guid, time_ms, principal, operation, key_name, \
-                 key_version, result, error_code) VALUES (?1,?2,?3,?4,?5,?6,?7,?8)",
-            )?;
-            for a in rows {
-                st.execute(params![
-                    a.vault_guid,
-                    a.time_ms,
-                    a.principal,
-                    a.operation,
-                    a.key_name,
-                    a.key_version,
-                    a.result,
-                    a.error_code
-                ])?;
-            }
-        }
-        if let Some(tx) = tx {
-            tx.commit()?;
-        }
-        Ok(())
-    }
-
-    #[cfg_attr(not(feature = "failpoints"), allow(clippy::unused_self))]
-    fn injected_audit_failure(&self) -> Option<CatalogError> {
-        fail::fail_point!("kv-audit-commit", |only: Option<String>| {
-            let path = self.conn.path().unwrap_or_default();
-            only.is_none_or(|p| path.contains(&p)).then(|| {
-                CatalogError::Invalid("injected failure: fail point kv-audit-commit".into())
-            })
-        });
-        None
+    /// Inserts audit records in one transaction of this connection (see
+    /// [`insert_key_audit`]).
+    fn insert_key_audit<'a>(&self, rows: impl IntoIterator<Item = &'a KeyAuditRow>) -> Result<()> {
+        insert_key_audit(&self.conn, rows)
     }
 
     /// A vault's audit records, oldest first.
@@ -763,4 +721,59 @@ impl Catalog {
             },
         )
     }
+}
+
+/// Inserts audit records in one transaction of `conn` (or in the transaction `conn` is
+/// in). Durable when it returns if `conn` commits with `synchronous=FULL`; the group
+/// committer's connection commits with `synchronous=NORMAL` and syncs the WAL itself.
+/// The fail point `kv-audit-commit=return(TEXT)` fails it for databases whose path
+/// contains TEXT, `return` for all.
+pub(crate) fn insert_key_audit<'a>(
+    conn: &Connection,
+    rows: impl IntoIterator<Item = &'a KeyAuditRow>,
+) -> Result<()> {
+    if let Some(e) = injected_failure("kv-audit-commit", conn.path().unwrap_or_default()) {
+        return Err(e);
+    }
+    let tx = if conn.is_autocommit() {
+        Some(Transaction::new_unchecked(
+            conn,
+            TransactionBehavior::Immediate,
+        )?)
+    } else {
+        None
+    };
+    {
+        let mut st = conn.prepare_cached(
+            "INSERT INTO kv_audit (vault_guid, time_ms, principal, operation, key_name, \
+             key_version, result, error_code) VALUES (?1,?2,?3,?4,?5,?6,?7,?8)",
+        )?;
+        for a in rows {
+            st.execute(params![
+                a.vault_guid,
+                a.time_ms,
+                a.principal,
+                a.operation,
+                a.key_name,
+                a.key_version,
+                a.result,
+                a.error_code
+            ])?;
+        }
+    }
+    if let Some(tx) = tx {
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+/// The error of the test fail point `name` when it is set to `return` or to
+/// `return(TEXT)` with TEXT in `path` (a database's path).
+#[cfg_attr(not(feature = "failpoints"), allow(unused_variables))]
+pub(crate) fn injected_failure(name: &str, path: &str) -> Option<CatalogError> {
+    fail::fail_point!(name, |only: Option<String>| {
+        only.is_none_or(|p| path.contains(&p))
+            .then(|| CatalogError::Invalid(format!("injected failure: fail point {name}")))
+    });
+    None
 }

@@ -89,8 +89,12 @@ pub struct ReadSnapshot<'a>(Option<&'a Connection>);
 
 impl Drop for ReadSnapshot<'_> {
     fn drop(&mut self) {
+        // A cached statement: `execute_batch` would parse "COMMIT" on every call.
         if let Some(conn) = self.0
-            && conn.execute_batch("COMMIT").is_err()
+            && conn
+                .prepare_cached("COMMIT")
+                .and_then(|mut st| st.execute([]))
+                .is_err()
         {
             let _ = conn.execute_batch("ROLLBACK");
         }

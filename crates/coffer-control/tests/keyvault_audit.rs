@@ -1,96 +1,51 @@
 //! Key vault data-plane audit under concurrency: records of concurrent callers in one
 //! process are group-committed, each caller's result is returned only once its record
 //! is committed, a failed commit fails every caller of its batch, and a revoked role
-//! takes effect at once for instances that already used it.
+//! takes effect at once for instances that already used it; a failed sync of the
+//! audit log fails its callers and every later caller of the process.
 
-use std::{
-    path::{Path, PathBuf},
-    sync::Barrier,
-    thread,
-};
+use std::{sync::Barrier, thread};
 
-use coffer_control::{Instance, KeyCreateOptions, KeyVaultOptions, rbac::AssignmentSelector};
+use coffer_control::{Instance, rbac::AssignmentSelector};
 
-const KV: &str = "auditkv";
-const ROLE: &str = "Key Vault Crypto Service Encryption User";
-const ALG: &str = "RSA-OAEP-256";
-const DEK: [u8; 32] = [7; 32];
+mod common;
 
-/// A home with an RBAC key vault, one RSA-2048 key and identities holding the
-/// crypto service role on it.
-struct Setup {
-    dir: tempfile::TempDir,
-    home: PathBuf,
-    principals: Vec<String>,
-    assignments: Vec<String>,
-    kid: String,
-    /// The DEK wrapped (by the first identity) under the key.
-    wrapped: Vec<u8>,
-}
+use common::{ALG, DEK, Setup, data_plane_records, set_up};
 
-fn set_up(n: usize) -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    let home = dir.path().join("home");
-    let inst = Instance::open(home.clone(), None).unwrap();
-    let group = coffer_control::DEFAULT_RESOURCE_GROUP;
-    let kv = inst
-        .create_key_vault(
-            group,
-            KV,
-            KeyVaultOptions {
-                enable_rbac_authorization: Some(true),
-                ..KeyVaultOptions::default()
-            },
-        )
-        .unwrap();
-    let scope = kv["id"].as_str().unwrap();
-    let (mut principals, mut assignments) = (Vec::new(), Vec::new());
-    for i in 0..n {
-        let ident = inst.create_identity(group, &format!("id{i}")).unwrap();
-        let p = ident["principalId"].as_str().unwrap().to_owned();
-        let a = inst.create_role_assignment(ROLE, &p, scope).unwrap();
-        assignments.push(a["name"].as_str().unwrap().to_owned());
-        principals.push(p);
+impl Setup {
+    /// A string only this test's database path contains (fail points filtered with it
+    /// leave the other tests of this binary alone).
+    #[cfg(feature = "failpoints")]
+    fn marker(&self) -> String {
+        self.dir
+            .path()
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_owned()
     }
-    let key = inst
-        .create_key(
-            KV,
-            "k",
-            KeyCreateOptions {
-                kty: "RSA".into(),
-                size: Some(2048),
-                ..KeyCreateOptions::default()
-            },
-        )
-        .unwrap();
-    let kid = key["key"]["kid"].as_str().unwrap().to_owned();
-    let client = inst.key_vault_client();
-    let wrapped = client
-        .wrap_key(&principals[0], &kid, ALG, &DEK)
-        .unwrap()
-        .value;
-    Setup {
-        dir,
-        home,
-        principals,
-        assignments,
-        kid,
-        wrapped,
-    }
-}
 
-/// (principal, operation, result) of every data-plane record of the key vault.
-fn data_plane_records(home: &Path) -> Vec<(String, String, String)> {
-    let inst = Instance::open(home.to_owned(), None).unwrap();
-    inst.key_vault_audit(KV)
-        .unwrap()
-        .iter()
-        .filter(|a| matches!(a["operationName"].as_str(), Some("wrapKey" | "unwrapKey")))
-        .map(|a| {
-            let s = |k: &str| a[k].as_str().unwrap_or_default().to_owned();
-            (s("callerPrincipalId"), s("operationName"), s("result"))
+    /// Runs `f` once per identity, each on its own thread with its own instance, all
+    /// starting together.
+    fn on_every_thread<T: Send>(&self, f: impl Fn(Instance, &str) -> T + Sync) -> Vec<T> {
+        let barrier = Barrier::new(self.principals.len());
+        thread::scope(|sc| {
+            let handles: Vec<_> = self
+                .principals
+                .iter()
+                .map(|p| {
+                    let (barrier, f) = (&barrier, &f);
+                    sc.spawn(move || {
+                        let inst = Instance::open(self.home.clone(), None).unwrap();
+                        barrier.wait();
+                        f(inst, p)
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
         })
-        .collect()
+    }
 }
 
 #[test]
@@ -99,22 +54,14 @@ fn concurrent_data_plane_calls_each_leave_exactly_their_audit_record() {
     const OPS: usize = 12;
     let s = set_up(THREADS);
     let (home, principals, kid, wrapped) = (&s.home, &s.principals, &s.kid, &s.wrapped);
-    let barrier = Barrier::new(THREADS);
-    thread::scope(|s| {
-        for p in principals {
-            let barrier = &barrier;
-            s.spawn(move || {
-                // Each thread is its own instance (catalog connection), like a server's
-                // workers; they share the process's audit committer.
-                let inst = Instance::open(home.clone(), None).unwrap();
-                let client = inst.key_vault_client();
-                barrier.wait();
-                for _ in 0..OPS {
-                    client.wrap_key(p, kid, ALG, &DEK).unwrap();
-                    let u = client.unwrap_key(p, kid, ALG, wrapped).unwrap();
-                    assert_eq!(u.value.expose(), &DEK);
-                }
-            });
+    // Each thread is its own instance (catalog connection), like a server's workers;
+    // they share the process's audit committer.
+    s.on_every_thread(|inst, p| {
+        let client = inst.key_vault_client();
+        for _ in 0..OPS {
+            client.wrap_key(p, kid, ALG, &DEK).unwrap();
+            let u = client.unwrap_key(p, kid, ALG, wrapped).unwrap();
+            assert_eq!(u.value.expose(), &DEK);
         }
     });
     let records = data_plane_records(home);
@@ -174,32 +121,12 @@ fn a_failed_audit_commit_returns_an_error_and_no_key_material_to_every_caller() 
     let (home, principals, kid, wrapped) = (&s.home, &s.principals, &s.kid, &s.wrapped);
     let before = data_plane_records(home).len();
     // Only this test's catalog fails (other tests of this binary run meanwhile).
-    let marker = s
-        .dir
-        .path()
-        .file_name()
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .to_owned();
-    fail::cfg("kv-audit-commit", &format!("return({marker})")).unwrap();
-    let barrier = Barrier::new(THREADS);
-    let outcomes: Vec<_> = thread::scope(|s| {
-        let handles: Vec<_> = principals
-            .iter()
-            .map(|p| {
-                let barrier = &barrier;
-                s.spawn(move || {
-                    let inst = Instance::open(home.clone(), None).unwrap();
-                    let client = inst.key_vault_client();
-                    barrier.wait();
-                    let u = client.unwrap_key(p, kid, ALG, wrapped);
-                    let w = client.wrap_key(p, kid, ALG, &DEK);
-                    (u.map(|u| u.value.expose().to_vec()), w.map(|w| w.value))
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    fail::cfg("kv-audit-commit", &format!("return({})", s.marker())).unwrap();
+    let outcomes = s.on_every_thread(|inst, p| {
+        let client = inst.key_vault_client();
+        let u = client.unwrap_key(p, kid, ALG, wrapped);
+        let w = client.wrap_key(p, kid, ALG, &DEK);
+        (u.map(|u| u.value.expose().to_vec()), w.map(|w| w.value))
     });
     fail::remove("kv-audit-commit");
     for (u, w) in outcomes {
@@ -220,4 +147,50 @@ fn a_failed_audit_commit_returns_an_error_and_no_key_material_to_every_caller() 
         .unwrap();
     assert_eq!(u.value.expose(), &DEK);
     assert_eq!(data_plane_records(home).len(), before + 1);
+}
+
+/// A failed sync of the audit log (the records are written, their durability is not
+/// known) fails every caller waiting for it, and every later caller of the process
+/// until the process's catalogs are closed: nothing written after a failed sync can be
+/// vouched for.
+#[cfg(feature = "failpoints")]
+#[test]
+fn a_failed_audit_sync_fails_its_callers_and_every_later_caller_of_the_process() {
+    const THREADS: usize = 4;
+    let s = set_up(THREADS);
+    let (home, principals, kid, wrapped) = (&s.home, &s.principals, &s.kid, &s.wrapped);
+    fail::cfg("kv-audit-sync", &format!("return({})", s.marker())).unwrap();
+    let (instances, outcomes): (Vec<_>, Vec<_>) = s
+        .on_every_thread(|inst, p| {
+            let u = inst
+                .key_vault_client()
+                .unwrap_key(p, kid, ALG, wrapped)
+                .map(|u| u.value.expose().to_vec());
+            (inst, u)
+        })
+        .into_iter()
+        .unzip();
+    fail::remove("kv-audit-sync");
+    for u in outcomes {
+        let e = u.expect_err("unwrap returned key material before its record was durable");
+        assert_eq!(e.code.as_str(), "CatalogError", "{e}");
+        assert!(e.to_string().contains("audit record"), "{e}");
+    }
+    // The sync works again, but this process's committer no longer vouches for
+    // anything: every later call fails too, also through another instance.
+    for inst in &instances {
+        let e = inst
+            .key_vault_client()
+            .unwrap_key(&principals[0], kid, ALG, wrapped)
+            .expect_err("a later caller after a failed sync");
+        assert_eq!(e.code.as_str(), "CatalogError", "{e}");
+    }
+    drop(instances);
+    // With the process's catalogs closed, a new committer starts clean.
+    let inst = Instance::open(home.clone(), None).unwrap();
+    let u = inst
+        .key_vault_client()
+        .unwrap_key(&principals[1], kid, ALG, wrapped)
+        .unwrap();
+    assert_eq!(u.value.expose(), &DEK);
 }
