@@ -6,9 +6,10 @@
 //! record) repeats:
 //!
 //! 1. take every queued record (at most [`MAX_BATCH`]) and insert them in ONE
-//!    transaction of its own connection, which commits with `synchronous=NORMAL`: the
-//!    WAL frames are written, not yet synced;
-//! 2. `fdatasync` the WAL file, which makes the batch durable, and wake its callers.
+//!    transaction of the committer's connection, which commits with
+//!    `synchronous=NORMAL`: the WAL frames are written, not yet synced;
+//! 2. `fdatasync` the WAL file, which makes the batch durable, and wake (unpark) each
+//!    of its callers.
 //!
 //! Records queued meanwhile form the next batch. A caller returns only when its record's
 //! batch has been synced. A failed write is an error for every caller of that batch; a
@@ -17,8 +18,8 @@
 //! nothing written after them could be recovered).
 //!
 //! Why a thread of its own: the callers are busy with key operations (RSA), so a
-//! caller leading the commit would wait for a core after every step of its `fsync`;
-//! a thread that mostly sleeps is scheduled at once when its I/O completes.
+//! caller leading the commit would wait for a core after every step of its
+//! `fsync`; a thread that mostly sleeps is scheduled at once when its I/O completes.
 //!
 //! The WAL stays the file SQLite uses: the committer's connection stays open for the
 //! committer's life, and SQLite deletes the WAL only when the last connection to the
@@ -32,7 +33,7 @@ use std::{
     os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
     sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError, Weak},
-    thread::JoinHandle,
+    thread::{JoinHandle, Thread},
 };
 
 use rusqlite::Connection;
@@ -45,13 +46,28 @@ pub const MAX_BATCH: usize = 256;
 /// A committer's error, shared by every caller it fails.
 type SharedError = Arc<CatalogError>;
 
-/// Where a caller learns whether its record is durable.
-type Ticket = Arc<OnceLock<Result<(), SharedError>>>;
+/// Where a caller learns whether its record is durable, and how it is woken (only
+/// the callers of a finished batch wake, each by itself: no lock convoy).
+struct Ticket {
+    outcome: OnceLock<Result<(), SharedError>>,
+    caller: Thread,
+}
+
+impl Ticket {
+    fn settle(&self, r: Result<(), SharedError>) {
+        let _ = self.outcome.set(r);
+        self.caller.unpark();
+    }
+}
+
+type Queued = (KeyAuditRow, Arc<Ticket>);
 
 #[derive(Default)]
 struct State {
     /// Records waiting to be written, oldest first.
-    pending: Vec<(KeyAuditRow, Ticket)>,
+    pending: Vec<Queued>,
+    /// The committer thread waits for records (and needs a wake-up).
+    idle: bool,
     /// The committer is being dropped: the thread ends once `pending` is empty.
     stop: bool,
     /// A sync failed (or the thread died): no record can be made durable any more.
@@ -64,8 +80,6 @@ struct Shared {
     state: Mutex<State>,
     /// Wakes the committer thread: records queued, or stop.
     work: Condvar,
-    /// Wakes callers: a batch is done.
-    done: Condvar,
 }
 
 /// The process-wide committer of one catalog database's audit records.
@@ -113,7 +127,6 @@ impl AuditCommitter {
                 path: key.clone(),
                 state: Mutex::default(),
                 work: Condvar::new(),
-                done: Condvar::new(),
             }),
             thread: Mutex::default(),
         });
@@ -124,19 +137,26 @@ impl AuditCommitter {
     /// Makes `row` durable (in a batch with the records of concurrent callers).
     pub(crate) fn commit(&self, row: KeyAuditRow) -> Result<()> {
         self.start()?;
-        let mine: Ticket = Arc::default();
+        let mine = Arc::new(Ticket {
+            outcome: OnceLock::new(),
+            caller: std::thread::current(),
+        });
         let s = &self.shared;
         let mut st = s.lock();
         if let Some(e) = &st.failed {
             return Err(CatalogError::AuditCommit(Arc::clone(e)));
         }
         st.pending.push((row, Arc::clone(&mine)));
-        s.work.notify_one();
+        let wake = std::mem::take(&mut st.idle);
+        drop(st);
+        if wake {
+            s.work.notify_one();
+        }
         loop {
-            if let Some(r) = mine.get() {
+            if let Some(r) = mine.outcome.get() {
                 return r.clone().map_err(CatalogError::AuditCommit);
             }
-            st = s.done.wait(st).unwrap_or_else(PoisonError::into_inner);
+            std::thread::park();
         }
     }
 
@@ -160,7 +180,7 @@ impl AuditCommitter {
 /// thread unwinds.
 struct Dying<'a> {
     shared: &'a Shared,
-    batch: Vec<(KeyAuditRow, Ticket)>,
+    batch: Vec<Queued>,
 }
 
 impl Drop for Dying<'_> {
@@ -174,10 +194,8 @@ impl Drop for Dying<'_> {
         let mut st = self.shared.lock();
         st.failed.get_or_insert_with(|| Arc::clone(&e));
         for (_, ticket) in self.batch.drain(..).chain(st.pending.drain(..)) {
-            let _ = ticket.set(Err(Arc::clone(&e)));
+            ticket.settle(Err(Arc::clone(&e)));
         }
-        drop(st);
-        self.shared.done.notify_all();
     }
 }
 
@@ -196,8 +214,10 @@ impl Shared {
         loop {
             let mut st = self.lock();
             while st.pending.is_empty() && !st.stop {
+                st.idle = true;
                 st = self.work.wait(st).unwrap_or_else(PoisonError::into_inner);
             }
+            st.idle = false;
             if st.pending.is_empty() {
                 return;
             }
@@ -216,19 +236,14 @@ impl Shared {
                 // Written but not synced: a later sync cannot vouch for what follows.
                 st.failed.get_or_insert_with(|| Arc::clone(e));
             }
-            for (_, ticket) in dying.batch.drain(..) {
-                let _ = ticket.set(r.clone());
-            }
             drop(st);
-            self.done.notify_all();
+            for (_, ticket) in dying.batch.drain(..) {
+                ticket.settle(r.clone());
+            }
         }
     }
 
-    fn write_and_sync(
-        &self,
-        log: &mut Option<Log>,
-        batch: &[(KeyAuditRow, Ticket)],
-    ) -> Result<(), SharedError> {
+    fn write_and_sync(&self, log: &mut Option<Log>, batch: &[Queued]) -> Result<(), SharedError> {
         if log.is_none() {
             *log = Some(Log::open(&self.path).map_err(Arc::new)?);
         }

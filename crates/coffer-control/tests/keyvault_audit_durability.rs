@@ -88,30 +88,50 @@ fn an_unwrap_returns_only_after_the_sync_of_its_audit_record() {
     assert_eq!(unwrap_records(&s.home), 1);
 }
 
-/// A committer thread that panics while syncing fails the callers waiting for it
-/// (an error, no key material) rather than leaving them blocked.
+/// A committer thread that panics while syncing leaves no caller waiting and returns
+/// no key material: the concurrent callers get an error, and so does every later
+/// caller of the process.
 #[cfg(feature = "failpoints")]
 #[test]
-fn a_committer_that_dies_fails_its_callers_instead_of_hanging() {
+fn a_commit_that_dies_fails_its_callers_instead_of_hanging() {
+    const THREADS: usize = 4;
     let _serial = SERIAL
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     let s = set_up(1);
     let (principal, kid, wrapped) = one(&s);
-    let inst = Instance::open(s.home.clone(), None).unwrap();
+    // Keeps the process's committer (and its failure) alive after the threads.
+    let keep = Instance::open(s.home.clone(), None).unwrap();
     fail::cfg("kv-audit-sync", "panic(injected)").unwrap();
-    let r = inst
-        .key_vault_client()
-        .unwrap_key(principal, kid, ALG, wrapped);
+    let barrier = Barrier::new(THREADS);
+    let outcomes: Vec<_> = thread::scope(|sc| {
+        let handles: Vec<_> = (0..THREADS)
+            .map(|_| {
+                let (barrier, home) = (&barrier, &s.home);
+                sc.spawn(move || {
+                    let inst = Instance::open(home.clone(), None).unwrap();
+                    barrier.wait();
+                    inst.key_vault_client()
+                        .unwrap_key(principal, kid, ALG, wrapped)
+                        .map(|u| u.value.expose().to_vec())
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join()).collect()
+    });
     fail::remove("kv-audit-sync");
-    let e = r.expect_err("unwrap returned key material without a durable record");
-    assert_eq!(e.code.as_str(), "CatalogError", "{e}");
-    let e = inst
+    for o in outcomes {
+        let e = o
+            .expect("the committer's panic reached a caller")
+            .expect_err("unwrap returned key material without a durable record");
+        assert_eq!(e.code.as_str(), "CatalogError", "{e}");
+    }
+    let e = keep
         .key_vault_client()
         .unwrap_key(principal, kid, ALG, wrapped)
-        .expect_err("the dead committer cannot vouch for later records");
+        .expect_err("the failed committer cannot vouch for later records");
     assert_eq!(e.code.as_str(), "CatalogError", "{e}");
-    drop(inst);
+    drop(keep);
     let inst = Instance::open(s.home.clone(), None).unwrap();
     inst.key_vault_client()
         .unwrap_key(principal, kid, ALG, wrapped)
