@@ -38,7 +38,7 @@ use std::{
 
 use rusqlite::Connection;
 
-use crate::{CatalogError, KeyAuditRow, Result, busy_wait, kv};
+use crate::{CatalogError, KeyAuditRow, Result, connect, kv};
 
 /// The most records one audit transaction writes.
 pub const MAX_BATCH: usize = 256;
@@ -244,11 +244,9 @@ impl Shared {
     }
 
     fn write_and_sync(&self, log: &mut Option<Log>, batch: &[Queued]) -> Result<(), SharedError> {
-        if log.is_none() {
-            *log = Some(Log::open(&self.path).map_err(Arc::new)?);
-        }
-        let Some(l) = log.as_mut() else {
-            unreachable!("opened above")
+        let l = match log {
+            Some(l) => l,
+            None => log.insert(Log::open(&self.path).map_err(Arc::new)?),
         };
         l.written = false;
         kv::insert_key_audit(&l.conn, batch.iter().map(|(row, _)| row)).map_err(Arc::new)?;
@@ -268,14 +266,10 @@ struct Log {
 
 impl Log {
     fn open(path: &Path) -> Result<Self> {
-        let mut conn = Connection::open(path)?;
-        conn.busy_handler(Some(busy_wait))?;
-        let _mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
         // Commits write the WAL without syncing it; the committer syncs it. (Checkpoints
         // and WAL restarts still sync, as with FULL.)
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
         Ok(Self {
-            conn,
+            conn: connect(path, "NORMAL")?,
             wal: None,
             written: false,
         })
@@ -286,12 +280,10 @@ impl Log {
         if let Some(e) = kv::injected_failure("kv-audit-sync", &path.to_string_lossy()) {
             return Err(e);
         }
-        if self.wal.is_none() {
+        let wal = match &self.wal {
+            Some(wal) => wal,
             // The connection has written: the WAL exists and stays while it is open.
-            self.wal = Some(open_wal(path)?);
-        }
-        let Some(wal) = &self.wal else {
-            unreachable!("opened above")
+            None => self.wal.insert(open_wal(path)?),
         };
         wal.sync_data().map_err(io_error)?;
         if wal.metadata().map_err(io_error)?.nlink() == 0 {

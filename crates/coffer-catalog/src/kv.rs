@@ -1,9 +1,9 @@
 //! Catalog tables of part 2: principals, role assignments, key vaults, keys, key
 //! versions (sealed private material only), the key audit log and key events.
 
-use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use crate::{Catalog, CatalogError, Result, is_unique_violation};
+use crate::{Catalog, CatalogError, Result, immediate_tx, is_unique_violation};
 
 /// A principal: the administrator or a managed identity.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -736,10 +736,7 @@ pub(crate) fn insert_key_audit<'a>(
         return Err(e);
     }
     let tx = if conn.is_autocommit() {
-        Some(Transaction::new_unchecked(
-            conn,
-            TransactionBehavior::Immediate,
-        )?)
+        Some(immediate_tx(conn)?)
     } else {
         None
     };

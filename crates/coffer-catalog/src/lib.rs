@@ -147,14 +147,29 @@ fn is_unique_violation(e: &rusqlite::Error) -> bool {
     )
 }
 
+/// A connection to the catalog database at `path`, in WAL mode, waiting on other
+/// processes' locks, committing with `synchronous` (`FULL` or `NORMAL`).
+fn connect(path: &Path, synchronous: &str) -> Result<Connection> {
+    let mut conn = Connection::open(path)?;
+    conn.busy_handler(Some(busy_wait))?;
+    // journal_mode returns a row; WAL persists in the file once set.
+    let _mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+    conn.pragma_update(None, "synchronous", synchronous)?;
+    Ok(conn)
+}
+
+/// Starts a write transaction on `conn` (taking the write lock at once).
+fn immediate_tx(conn: &Connection) -> Result<Transaction<'_>> {
+    Ok(Transaction::new_unchecked(
+        conn,
+        TransactionBehavior::Immediate,
+    )?)
+}
+
 impl Catalog {
     /// Opens (creating if needed) the catalog at `path` and brings its schema up to date.
     pub fn open(path: &Path) -> Result<Self> {
-        let mut conn = Connection::open(path)?;
-        conn.busy_handler(Some(busy_wait))?;
-        // journal_mode returns a row; WAL persists in the file once set.
-        let _mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
+        let conn = connect(path, "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         let cat = Self {
             conn,
@@ -186,10 +201,7 @@ impl Catalog {
     }
 
     fn tx(&self) -> Result<Transaction<'_>> {
-        Ok(Transaction::new_unchecked(
-            &self.conn,
-            TransactionBehavior::Immediate,
-        )?)
+        immediate_tx(&self.conn)
     }
 
     fn migrate(&self) -> Result<()> {
