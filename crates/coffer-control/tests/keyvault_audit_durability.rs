@@ -231,7 +231,10 @@ fn acknowledged_records_survive_a_sigkill_at_any_moment() {
             "round {round}: {acknowledged} unwraps acknowledged, {records} records"
         );
         // At most one call per thread was in flight when the process died.
-        assert!(records <= acknowledged + CHILD_THREADS, "round {round}");
+        assert!(
+            records <= acknowledged + CHILD_THREADS,
+            "round {round}: {acknowledged} unwraps acknowledged, {records} records"
+        );
         total_acknowledged += acknowledged;
     }
     assert!(total_acknowledged >= 171);
