@@ -188,6 +188,7 @@ fn acknowledged_records_survive_a_sigkill_at_any_moment() {
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     let s = set_up(1);
     let (principal, kid, wrapped) = one(&s);
+    let start = unwrap_records(&s.home);
     let mut total_acknowledged = 0;
     for (round, after) in [1usize, 7, 40, 3, 120].into_iter().enumerate() {
         let before = unwrap_records(&s.home);
@@ -225,17 +226,25 @@ fn acknowledged_records_survive_a_sigkill_at_any_moment() {
             .map_while(Result::ok)
             .filter(|l| l == "acknowledged")
             .count();
-        let records = unwrap_records(&s.home) - before;
+        let now = unwrap_records(&s.home);
+        let records = now - before;
         assert!(
             records >= acknowledged,
             "round {round}: {acknowledged} unwraps acknowledged, {records} records"
         );
-        // At most one call per thread was in flight when the process died.
-        assert!(
-            records <= acknowledged + CHILD_THREADS,
-            "round {round}: {acknowledged} unwraps acknowledged, {records} records"
-        );
         total_acknowledged += acknowledged;
+        // At most one call per thread was in flight when each process died, so no
+        // round adds more than CHILD_THREADS records nobody acknowledged. The bound is
+        // on the total: a transaction a killed child had written to the WAL but not
+        // yet published in the WAL index only shows once a later opener recovers the
+        // WAL, which can be in the next round.
+        let all = now - start;
+        let bound = total_acknowledged + CHILD_THREADS * (round + 1);
+        assert!(
+            all <= bound,
+            "after round {round}: {total_acknowledged} unwraps acknowledged in all, \
+             {all} records (at most {bound})"
+        );
     }
     assert!(total_acknowledged >= 171);
 }
