@@ -384,10 +384,21 @@ impl Catalog {
     /// assignment (Azure RBAC or managed-HSM local) commits a new value with it. Read
     /// it before the assignments it validates.
     pub fn role_assignments_generation(&self) -> Result<i64> {
+        self.change_counter("role_assignments")
+    }
+
+    /// The change counter of key vaults, keys and key versions (any insert, update
+    /// or delete of one commits a new value with it). Read it before the rows it
+    /// validates.
+    pub fn key_vault_objects_generation(&self) -> Result<i64> {
+        self.change_counter("key_vault_objects")
+    }
+
+    fn change_counter(&self, name: &str) -> Result<i64> {
         Ok(self
             .conn
-            .prepare_cached("SELECT value FROM change_counters WHERE name = 'role_assignments'")?
-            .query_row([], |r| r.get(0))?)
+            .prepare_cached("SELECT value FROM change_counters WHERE name = ?1")?
+            .query_row([name], |r| r.get(0))?)
     }
 
     /// Role assignments of Azure RBAC (`hsm_guid = None`) or of one managed HSM.

@@ -5,7 +5,7 @@
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
 
-pub(crate) const MIGRATIONS: [&str; 6] = [V1, V2, V3, V4, V5, V6];
+pub(crate) const MIGRATIONS: [&str; 7] = [V1, V2, V3, V4, V5, V6, V7];
 
 const V1: &str = r#"
 CREATE TABLE instance (
@@ -255,5 +255,39 @@ CREATE TRIGGER role_assignments_updated AFTER UPDATE ON role_assignments BEGIN
 END;
 CREATE TRIGGER role_assignments_deleted AFTER DELETE ON role_assignments BEGIN
     UPDATE change_counters SET value = value + 1 WHERE name = 'role_assignments';
+END;
+"#;
+
+/// A change counter of key vaults, keys and key versions, bumped like the one of role
+/// assignments (V6), so the data plane can keep the rows it read and check them at
+/// the cost of one row per call.
+const V7: &str = r#"
+INSERT INTO change_counters (name, value) VALUES ('key_vault_objects', 0);
+CREATE TRIGGER key_vaults_inserted AFTER INSERT ON key_vaults BEGIN
+    UPDATE change_counters SET value = value + 1 WHERE name = 'key_vault_objects';
+END;
+CREATE TRIGGER key_vaults_updated AFTER UPDATE ON key_vaults BEGIN
+    UPDATE change_counters SET value = value + 1 WHERE name = 'key_vault_objects';
+END;
+CREATE TRIGGER key_vaults_deleted AFTER DELETE ON key_vaults BEGIN
+    UPDATE change_counters SET value = value + 1 WHERE name = 'key_vault_objects';
+END;
+CREATE TRIGGER kv_keys_inserted AFTER INSERT ON kv_keys BEGIN
+    UPDATE change_counters SET value = value + 1 WHERE name = 'key_vault_objects';
+END;
+CREATE TRIGGER kv_keys_updated AFTER UPDATE ON kv_keys BEGIN
+    UPDATE change_counters SET value = value + 1 WHERE name = 'key_vault_objects';
+END;
+CREATE TRIGGER kv_keys_deleted AFTER DELETE ON kv_keys BEGIN
+    UPDATE change_counters SET value = value + 1 WHERE name = 'key_vault_objects';
+END;
+CREATE TRIGGER kv_key_versions_inserted AFTER INSERT ON kv_key_versions BEGIN
+    UPDATE change_counters SET value = value + 1 WHERE name = 'key_vault_objects';
+END;
+CREATE TRIGGER kv_key_versions_updated AFTER UPDATE ON kv_key_versions BEGIN
+    UPDATE change_counters SET value = value + 1 WHERE name = 'key_vault_objects';
+END;
+CREATE TRIGGER kv_key_versions_deleted AFTER DELETE ON kv_key_versions BEGIN
+    UPDATE change_counters SET value = value + 1 WHERE name = 'key_vault_objects';
 END;
 "#;

@@ -238,3 +238,57 @@ fn every_role_assignment_change_moves_the_change_counter() {
     .unwrap();
     assert_eq!(c.role_assignments_generation().unwrap(), before);
 }
+
+#[test]
+fn every_key_vault_object_change_moves_its_change_counter() {
+    let c = Catalog::open_in_memory().unwrap();
+    let mut last = c.key_vault_objects_generation().unwrap();
+    let role_generation = c.role_assignments_generation().unwrap();
+    for (what, sql) in [
+        (
+            "vault insert",
+            "INSERT INTO key_vaults (guid, name, resource_group, kind, location, created, \
+             created_by, properties_json) VALUES ('g', 'kv', 'rg', 'vault', 'l', 't', 'p', '{}')",
+        ),
+        ("vault update", "UPDATE key_vaults SET deleted_ms = 1"),
+        (
+            "key insert",
+            "INSERT INTO kv_keys (vault_guid, name, current_version, created_ms, updated_ms) \
+             VALUES ('g', 'k', 'v1', 0, 0)",
+        ),
+        ("key update", "UPDATE kv_keys SET current_version = 'v2'"),
+        (
+            "version insert",
+            "INSERT INTO kv_key_versions (vault_guid, name, version, kty, public_jwk_json, \
+             attributes_json, sealed_private, created_ms, updated_ms) \
+             VALUES ('g', 'k', 'v2', 'RSA', '{}', '{}', x'00', 0, 0)",
+        ),
+        (
+            "version update",
+            "UPDATE kv_key_versions SET attributes_json = '{\"enabled\":false}'",
+        ),
+        ("version delete", "DELETE FROM kv_key_versions"),
+        ("key delete", "DELETE FROM kv_keys"),
+        ("vault delete", "DELETE FROM key_vaults"),
+    ] {
+        c.conn.execute(sql, []).unwrap();
+        let now = c.key_vault_objects_generation().unwrap();
+        assert_ne!(now, last, "{what}");
+        last = now;
+    }
+    assert_eq!(c.role_assignments_generation().unwrap(), role_generation);
+    // Audit records leave it alone: the data plane writes one per call.
+    c.log_key_audit(&KeyAuditRow {
+        seq: 0,
+        vault_guid: "g".into(),
+        time_ms: 0,
+        principal: "p".into(),
+        operation: "unwrapKey".into(),
+        key_name: None,
+        key_version: None,
+        result: "Succeeded".into(),
+        error_code: None,
+    })
+    .unwrap();
+    assert_eq!(c.key_vault_objects_generation().unwrap(), last);
+}

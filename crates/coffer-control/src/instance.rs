@@ -88,6 +88,9 @@ pub struct Instance {
     /// Role assignments read by this instance, valid while the catalog's change
     /// counter of assignments is unchanged ([`crate::rbac::AssignmentCache`]).
     pub(crate) assignment_cache: crate::rbac::AssignmentCache,
+    /// Key vault rows read by data-plane calls, valid while the catalog's change
+    /// counter of key vault objects is unchanged ([`crate::keyvault::KeyRowCache`]).
+    pub(crate) key_row_cache: crate::keyvault::KeyRowCache,
     /// Set while a backup vault calls its key vault (the firewall's trusted services).
     pub(crate) trusted_service_call: std::sync::atomic::AtomicBool,
 }
@@ -229,6 +232,7 @@ impl Instance {
             dek_cache: Default::default(),
             ignored_assignments: Default::default(),
             assignment_cache: Default::default(),
+            key_row_cache: Default::default(),
             trusted_service_call: Default::default(),
         };
         inst.reap_interrupted_jobs()?;

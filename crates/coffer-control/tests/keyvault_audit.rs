@@ -1,16 +1,17 @@
 //! Key vault data-plane audit under concurrency: records of concurrent callers in one
 //! process are group-committed, each caller's result is returned only once its record
 //! is committed, a failed commit fails every caller of its batch, and a revoked role
-//! takes effect at once for instances that already used it; a failed sync of the
+//! takes effect at once for instances that already used it, as do key and vault changes
+//! made elsewhere (kept rows follow the catalog's change counter); a failed sync of the
 //! audit log fails its callers and every later caller of the process.
 
 use std::{sync::Barrier, thread};
 
-use coffer_control::{Instance, rbac::AssignmentSelector};
+use coffer_control::{Instance, KeyAttributeUpdate, KeyVaultOptions, rbac::AssignmentSelector};
 
 mod common;
 
-use common::{ALG, DEK, Setup, data_plane_records, set_up};
+use common::{ALG, DEK, KV, Setup, data_plane_records, set_up};
 
 impl Setup {
     /// A string only this test's database path contains (fail points filtered with it
@@ -109,6 +110,69 @@ fn a_revoked_role_takes_effect_at_once_in_an_instance_that_used_it() {
     assert_eq!(e.code.as_str(), "Forbidden", "{e}");
     let last = data_plane_records(home).pop().unwrap();
     assert_eq!((last.1.as_str(), last.2.as_str()), ("wrapKey", "Failed"));
+}
+
+/// The key vault rows an instance keeps for its data-plane calls follow every change
+/// another instance (another process) makes: a rotation moves the versionless key
+/// to the new version, a disabled version and changed vault properties refuse the
+/// next call, a deleted key is not found.
+#[test]
+fn key_changes_by_another_instance_take_effect_at_once_in_an_instance_that_used_the_key() {
+    let s = set_up(1);
+    let (home, p) = (&s.home, s.principals[0].as_str());
+    let versionless = s.kid.rsplit_once('/').unwrap().0;
+    let worker = Instance::open(home.clone(), None).unwrap();
+    let client = worker.key_vault_client();
+    let w1 = client.wrap_key(p, versionless, ALG, &DEK).unwrap();
+    assert_eq!(w1.kid, s.kid);
+    client.unwrap_key(p, &w1.kid, ALG, &w1.value).unwrap();
+    let admin = Instance::open(home.clone(), None).unwrap();
+
+    admin.rotate_key(KV, "k").unwrap();
+    let w2 = client.wrap_key(p, versionless, ALG, &DEK).unwrap();
+    assert_ne!(
+        w2.kid, w1.kid,
+        "the versionless key moved to the new version"
+    );
+    client.unwrap_key(p, &w2.kid, ALG, &w2.value).unwrap();
+
+    let disable = KeyAttributeUpdate {
+        enabled: Some(false),
+        ..KeyAttributeUpdate::default()
+    };
+    admin.set_key_attributes(KV, "k", None, disable).unwrap();
+    let e = client
+        .unwrap_key(p, &w2.kid, ALG, &w2.value)
+        .expect_err("the current version was disabled");
+    assert_eq!(e.inner_code.as_deref(), Some("KeyDisabled"), "{e}");
+    let e = client
+        .wrap_key(p, versionless, ALG, &DEK)
+        .expect_err("the current version was disabled");
+    assert_eq!(e.inner_code.as_deref(), Some("KeyDisabled"), "{e}");
+    client.unwrap_key(p, &w1.kid, ALG, &w1.value).unwrap();
+
+    // Access policies instead of RBAC, with none for the identity.
+    let policies = KeyVaultOptions {
+        enable_rbac_authorization: Some(false),
+        ..KeyVaultOptions::default()
+    };
+    admin.update_key_vault(KV, policies, true).unwrap();
+    let e = client
+        .unwrap_key(p, &w1.kid, ALG, &w1.value)
+        .expect_err("the vault's permission model changed");
+    assert_eq!(e.inner_code.as_deref(), Some("AccessDenied"), "{e}");
+    let rbac = KeyVaultOptions {
+        enable_rbac_authorization: Some(true),
+        ..KeyVaultOptions::default()
+    };
+    admin.update_key_vault(KV, rbac, true).unwrap();
+    client.unwrap_key(p, &w1.kid, ALG, &w1.value).unwrap();
+
+    admin.delete_key(KV, "k").unwrap();
+    let e = client
+        .unwrap_key(p, &w1.kid, ALG, &w1.value)
+        .expect_err("the key was deleted");
+    assert_eq!(e.code.as_str(), "KeyNotFound", "{e}");
 }
 
 /// A failed audit commit fails every caller of its batch: no result (no key

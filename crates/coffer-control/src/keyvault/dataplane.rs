@@ -51,8 +51,22 @@ impl Instance {
         if Self::is_hsm(v) {
             return self.authorize_hsm(principal, v, key, permission);
         }
-        let p = Self::props(v)?;
-        self.check_firewall(v, &p)?;
+        self.authorize_key_in(principal, v, &Self::props(v)?, key, permission)
+    }
+
+    /// [`Instance::authorize_key`] with the vault's properties `p` already parsed.
+    fn authorize_key_in(
+        &self,
+        principal: &str,
+        v: &KeyVaultRow,
+        p: &VaultProps,
+        key: Option<&str>,
+        permission: &str,
+    ) -> Result<()> {
+        if Self::is_hsm(v) {
+            return self.authorize_hsm(principal, v, key, permission);
+        }
+        self.check_firewall(v, p)?;
         if p.enable_rbac_authorization {
             let mut scope = self.vault_arm_id(v);
             if let Some(k) = key {
@@ -117,8 +131,7 @@ impl Instance {
         Ok(())
     }
 
-    fn check_usable(row: &KeyVersionRow, op: &str, now_ms: i64) -> Result<KeyAttrs> {
-        let a = Self::attrs(row)?;
+    fn check_usable(a: &KeyAttrs, op: &str, now_ms: i64) -> Result<()> {
         if !a.enabled {
             return Err(forbidden(
                 "KeyDisabled",
@@ -137,7 +150,7 @@ impl Instance {
                 format!("Operation {op} is not allowed: the key has expired (exp)."),
             ));
         }
-        Ok(a)
+        Ok(())
     }
 
     /// Runs one audited data-plane operation on a key version that must be usable for `op`.
@@ -154,16 +167,20 @@ impl Instance {
             version,
         } = *k;
         // The lookups and the authorization read one snapshot of the catalog; it ends
-        // before the key is used and the audit record is committed.
+        // before the key is used and the audit record is committed. The rows come from
+        // this instance's cache while the catalog's change counter says they are current.
         let snapshot = self.catalog.read_snapshot()?;
-        let v = self.live_vault(vault)?;
+        let rows = self.key_rows()?;
+        let vault = rows.live_vault(vault)?;
+        let v = &vault.row;
         let mut used_version = version.map(str::to_owned);
         let usable = (|| {
-            self.authorize_key(principal, &v, Some(name), op)?;
-            let k = self.live_key(&v, name)?;
-            let row = self.version_row(&v, &k, version)?;
-            used_version = Some(row.version.clone());
-            let a = Self::check_usable(&row, op, util::clock_ms())?;
+            self.authorize_key_in(principal, v, &vault.props, Some(name), op)?;
+            let k = rows.live_key(v, name)?;
+            let entry = rows.version(v, &k, version)?;
+            used_version = Some(entry.row.version.clone());
+            let a = &entry.attrs;
+            Self::check_usable(a, op, util::clock_ms())?;
             if !a.key_ops.iter().any(|o| o.eq_ignore_ascii_case(op)) {
                 return Err(forbidden(
                     "OperationNotAllowed",
@@ -173,16 +190,16 @@ impl Instance {
                     ),
                 ));
             }
-            Ok(row)
+            Ok(entry)
         })();
         drop(snapshot);
-        let r = usable.and_then(|row| {
-            let key = self.open_material(&v, &row)?;
-            f(&v, &row, key)
+        let r = usable.and_then(|entry| {
+            let key = self.open_material(v, &entry.row)?;
+            f(v, &entry.row, key)
         });
         // Fail closed: a cryptographic result is only returned once its audit record
         // is durable.
-        let audited = self.audit_key(&v, principal, op, Some(name), used_version.as_deref(), &r);
+        let audited = self.audit_key(v, principal, op, Some(name), used_version.as_deref(), &r);
         r.and_then(|out| audited.map(|()| out))
     }
 

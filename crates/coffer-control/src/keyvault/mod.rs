@@ -28,7 +28,10 @@ use crate::{Error, ErrorCode, Instance, Result, hsm::Material, util};
 mod dataplane;
 mod keys;
 mod rotation;
+mod rows;
 mod vaults;
+
+pub(crate) use rows::KeyRowCache;
 
 /// DNS suffix of vault URIs.
 pub const VAULT_DNS_SUFFIX: &str = "vault.coffer.local";

@@ -1,0 +1,136 @@
+//! The catalog rows a data-plane call looks up (the vault with its parsed properties,
+//! the key, the version with its parsed attributes), kept per [`Instance`] while the
+//! catalog's change counter of key vaults, keys and key versions is unchanged.
+//!
+//! Triggers bump that counter in the transaction of every insert, update or delete of
+//! those rows (schema v7), by any process. [`Instance::key_rows`] reads it in the
+//! caller's read snapshot and drops every kept row when it moved, so a call sees the
+//! rows of its own snapshot: a disabled, deleted or rotated key takes effect at the
+//! next call, as without the cache. Only successful lookups are kept; a failed one is
+//! made again, with its error, by the next call. Time-dependent checks (`nbf`, `exp`)
+//! are made on every call.
+
+use std::{
+    collections::HashMap,
+    hash::Hash,
+    sync::{Arc, Mutex, MutexGuard},
+};
+
+use super::*;
+
+/// A live vault and its properties.
+pub(crate) struct VaultEntry {
+    pub(crate) row: KeyVaultRow,
+    pub(crate) props: VaultProps,
+}
+
+/// A key version and its attributes.
+pub(crate) struct VersionEntry {
+    pub(crate) row: KeyVersionRow,
+    pub(crate) attrs: KeyAttrs,
+}
+
+/// The rows an [`Instance`] looked up for data-plane calls (`Instance::key_row_cache`).
+#[derive(Default)]
+pub(crate) struct KeyRowCache(Mutex<Rows>);
+
+#[derive(Default)]
+struct Rows {
+    /// The change counter the rows were read at.
+    generation: Option<i64>,
+    /// By vault name (ASCII lowercase: names compare case-insensitively).
+    vaults: HashMap<String, Arc<VaultEntry>>,
+    /// By vault guid and key name.
+    keys: HashMap<(String, String), Arc<KeyRow>>,
+    /// By vault guid, key name and version.
+    versions: HashMap<(String, String, String), Arc<VersionEntry>>,
+}
+
+impl KeyRowCache {
+    fn lock(&self) -> MutexGuard<'_, Rows> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Lookups valid in the catalog read snapshot [`Instance::key_rows`] was called in.
+pub(crate) struct KeyRows<'a>(&'a Instance);
+
+impl Instance {
+    /// Data-plane lookups for the current read snapshot: reads the change counter and
+    /// forgets the kept rows if it moved since they were read.
+    pub(crate) fn key_rows(&self) -> Result<KeyRows<'_>> {
+        let generation = Some(self.catalog.key_vault_objects_generation()?);
+        let mut rows = self.key_row_cache.lock();
+        if rows.generation != generation {
+            *rows = Rows {
+                generation,
+                ..Rows::default()
+            };
+        }
+        Ok(KeyRows(self))
+    }
+}
+
+impl KeyRows<'_> {
+    /// The kept entry of `key` in the map `of`, else `load`'s (kept if it succeeds).
+    fn get<K: Eq + Hash, V>(
+        &self,
+        of: impl Fn(&mut Rows) -> &mut HashMap<K, Arc<V>>,
+        key: K,
+        load: impl FnOnce() -> Result<V>,
+    ) -> Result<Arc<V>> {
+        if let Some(v) = of(&mut self.0.key_row_cache.lock()).get(&key) {
+            return Ok(Arc::clone(v));
+        }
+        let v = Arc::new(load()?);
+        of(&mut self.0.key_row_cache.lock()).insert(key, Arc::clone(&v));
+        Ok(v)
+    }
+
+    /// A live vault by name, with its properties.
+    pub(crate) fn live_vault(&self, name: &str) -> Result<Arc<VaultEntry>> {
+        self.get(
+            |r| &mut r.vaults,
+            name.to_ascii_lowercase(),
+            || {
+                let row = self.0.live_vault(name)?;
+                let props = Instance::props(&row)?;
+                Ok(VaultEntry { row, props })
+            },
+        )
+    }
+
+    /// A live key of `v`.
+    pub(crate) fn live_key(&self, v: &KeyVaultRow, name: &str) -> Result<Arc<KeyRow>> {
+        self.get(
+            |r| &mut r.keys,
+            (v.guid.clone(), name.to_ascii_lowercase()),
+            || self.0.live_key(v, name),
+        )
+    }
+
+    /// Version `version` of `k` (`None` or empty: its current one), with its attributes.
+    pub(crate) fn version(
+        &self,
+        v: &KeyVaultRow,
+        k: &KeyRow,
+        version: Option<&str>,
+    ) -> Result<Arc<VersionEntry>> {
+        let ver = version
+            .filter(|s| !s.is_empty())
+            .unwrap_or(&k.current_version);
+        self.get(
+            |r| &mut r.versions,
+            (
+                v.guid.clone(),
+                k.name.to_ascii_lowercase(),
+                ver.to_ascii_lowercase(),
+            ),
+            || {
+                let row = self.0.version_row(v, k, Some(ver))?;
+                let attrs = Instance::attrs(&row)?;
+                Ok(VersionEntry { row, attrs })
+            },
+        )
+    }
+}
