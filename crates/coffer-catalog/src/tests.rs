@@ -224,18 +224,7 @@ fn every_role_assignment_change_moves_the_change_counter() {
     moved("update");
     // Other writes (e.g. audit records) leave it alone.
     let before = c.role_assignments_generation().unwrap();
-    c.log_key_audit(&KeyAuditRow {
-        seq: 0,
-        vault_guid: "v".into(),
-        time_ms: 0,
-        principal: "p".into(),
-        operation: "unwrapKey".into(),
-        key_name: None,
-        key_version: None,
-        result: "Succeeded".into(),
-        error_code: None,
-    })
-    .unwrap();
+    c.log_key_audit(&an_audit_record("v")).unwrap();
     assert_eq!(c.role_assignments_generation().unwrap(), before);
 }
 
@@ -278,9 +267,15 @@ fn every_key_vault_object_change_moves_its_change_counter() {
     }
     assert_eq!(c.role_assignments_generation().unwrap(), role_generation);
     // Audit records leave it alone: the data plane writes one per call.
-    c.log_key_audit(&KeyAuditRow {
+    c.log_key_audit(&an_audit_record("g")).unwrap();
+    assert_eq!(c.key_vault_objects_generation().unwrap(), last);
+}
+
+/// A successful unwrapKey record of vault `vault_guid`.
+fn an_audit_record(vault_guid: &str) -> KeyAuditRow {
+    KeyAuditRow {
         seq: 0,
-        vault_guid: "g".into(),
+        vault_guid: vault_guid.into(),
         time_ms: 0,
         principal: "p".into(),
         operation: "unwrapKey".into(),
@@ -288,7 +283,5 @@ fn every_key_vault_object_change_moves_its_change_counter() {
         key_version: None,
         result: "Succeeded".into(),
         error_code: None,
-    })
-    .unwrap();
-    assert_eq!(c.key_vault_objects_generation().unwrap(), last);
+    }
 }

@@ -48,9 +48,6 @@ impl Instance {
         key: Option<&str>,
         permission: &str,
     ) -> Result<()> {
-        if Self::is_hsm(v) {
-            return self.authorize_hsm(principal, v, key, permission);
-        }
         self.authorize_key_in(principal, v, &Self::props(v)?, key, permission)
     }
 
