@@ -11,8 +11,10 @@
 //! 2. `fdatasync` the WAL file, which makes the batch durable, and wake (unpark) each
 //!    of its callers.
 //!
-//! Records queued meanwhile form the next batch. A caller returns only when its record's
-//! batch has been synced. A failed write is an error for every caller of that batch; a
+//! Records queued meanwhile form the next batch. A caller learns that its record is
+//! durable only when its batch has been synced; it may queue the record before the work
+//! the record is about and wait afterwards ([`PendingKeyAudit`]), so that the sync
+//! overlaps that work. A failed write is an error for every caller of that batch; a
 //! failed sync is an error for every caller of that batch and of every later one (fail
 //! closed: after a failed `fdatasync` the kernel may have dropped the WAL pages, so
 //! nothing written after them could be recovered).
@@ -30,6 +32,7 @@
 use std::{
     collections::HashMap,
     fs::File,
+    marker::PhantomData,
     os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
     sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError, Weak},
@@ -49,14 +52,60 @@ type SharedError = Arc<CatalogError>;
 /// Where a caller learns whether its record is durable, and how it is woken (only
 /// the callers of a finished batch wake, each by itself: no lock convoy).
 struct Ticket {
-    outcome: OnceLock<Result<(), SharedError>>,
+    /// The record's `seq` once durable.
+    outcome: OnceLock<Result<i64, SharedError>>,
     caller: Thread,
 }
 
 impl Ticket {
-    fn settle(&self, r: Result<(), SharedError>) {
+    fn settle(&self, r: Result<i64, SharedError>) {
         let _ = self.outcome.set(r);
         self.caller.unpark();
+    }
+}
+
+/// An audit record handed to the committer ([`crate::Catalog::begin_key_audit`]).
+/// It is waited for on the thread that submitted it (whom the committer wakes).
+#[must_use = "a record is only known durable once waited for"]
+pub struct PendingKeyAudit {
+    state: Pending,
+    /// Not `Send`: the committer unparks the submitting thread.
+    _same_thread: PhantomData<*const ()>,
+}
+
+enum Pending {
+    /// Written before it was returned (no committer).
+    Written(i64),
+    Queued(Arc<Ticket>),
+}
+
+impl std::fmt::Debug for PendingKeyAudit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingKeyAudit").finish_non_exhaustive()
+    }
+}
+
+impl PendingKeyAudit {
+    pub(crate) fn written(seq: i64) -> Self {
+        Self {
+            state: Pending::Written(seq),
+            _same_thread: PhantomData,
+        }
+    }
+
+    /// Waits until the record is durable; returns its `seq`, or the error that failed
+    /// its batch (the record may then be missing from the log).
+    pub fn wait(self) -> Result<i64> {
+        let mine = match self.state {
+            Pending::Written(seq) => return Ok(seq),
+            Pending::Queued(t) => t,
+        };
+        loop {
+            if let Some(r) = mine.outcome.get() {
+                return r.clone().map_err(CatalogError::AuditCommit);
+            }
+            std::thread::park();
+        }
     }
 }
 
@@ -134,8 +183,8 @@ impl AuditCommitter {
         c
     }
 
-    /// Makes `row` durable (in a batch with the records of concurrent callers).
-    pub(crate) fn commit(&self, row: KeyAuditRow) -> Result<()> {
+    /// Queues `row` for the next batch; the returned handle waits until it is durable.
+    pub(crate) fn submit(&self, row: KeyAuditRow) -> Result<PendingKeyAudit> {
         self.start()?;
         let mine = Arc::new(Ticket {
             outcome: OnceLock::new(),
@@ -152,12 +201,10 @@ impl AuditCommitter {
         if wake {
             s.work.notify_one();
         }
-        loop {
-            if let Some(r) = mine.outcome.get() {
-                return r.clone().map_err(CatalogError::AuditCommit);
-            }
-            std::thread::park();
-        }
+        Ok(PendingKeyAudit {
+            state: Pending::Queued(mine),
+            _same_thread: PhantomData,
+        })
     }
 
     /// Starts the committer thread unless it runs.
@@ -237,21 +284,28 @@ impl Shared {
                 st.failed.get_or_insert_with(|| Arc::clone(e));
             }
             drop(st);
-            for (_, ticket) in dying.batch.drain(..) {
-                ticket.settle(r.clone());
+            for (i, (_, ticket)) in dying.batch.drain(..).enumerate() {
+                ticket.settle(r.clone().map(|seqs| seqs[i]));
             }
         }
     }
 
-    fn write_and_sync(&self, log: &mut Option<Log>, batch: &[Queued]) -> Result<(), SharedError> {
+    /// Writes and syncs `batch`; returns the `seq` of each record.
+    fn write_and_sync(
+        &self,
+        log: &mut Option<Log>,
+        batch: &[Queued],
+    ) -> Result<Vec<i64>, SharedError> {
         let l = match log {
             Some(l) => l,
             None => log.insert(Log::open(&self.path).map_err(Arc::new)?),
         };
         l.written = false;
-        kv::insert_key_audit(&l.conn, batch.iter().map(|(row, _)| row)).map_err(Arc::new)?;
+        let seqs =
+            kv::insert_key_audit(&l.conn, batch.iter().map(|(row, _)| row)).map_err(Arc::new)?;
         l.written = true;
-        l.sync(&self.path).map_err(Arc::new)
+        l.sync(&self.path).map_err(Arc::new)?;
+        Ok(seqs)
     }
 }
 

@@ -3,7 +3,7 @@
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use crate::{Catalog, CatalogError, Result, immediate_tx, is_unique_violation};
+use crate::{Catalog, CatalogError, PendingKeyAudit, Result, immediate_tx, is_unique_violation};
 
 /// A principal: the administrator or a managed identity.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -660,16 +660,37 @@ impl Catalog {
     /// may be in the log). Inside a transaction of this connection, the record becomes
     /// part of that transaction instead.
     pub fn log_key_audit(&self, a: &KeyAuditRow) -> Result<()> {
+        self.begin_key_audit(a)?.wait().map(drop)
+    }
+
+    /// Hands `a` to the group committer and returns at once: [`PendingKeyAudit::wait`]
+    /// returns its `seq` once it is durable, so the caller can do its work meanwhile.
+    /// Without a committer (in memory, or inside a transaction of this connection)
+    /// the record is written before this returns.
+    pub fn begin_key_audit(&self, a: &KeyAuditRow) -> Result<PendingKeyAudit> {
         match &self.audit {
-            Some(c) if self.conn.is_autocommit() => c.commit(a.clone()),
-            _ => self.insert_key_audit([a]),
+            Some(c) if self.conn.is_autocommit() => c.submit(a.clone()),
+            _ => Ok(PendingKeyAudit::written(
+                insert_key_audit(&self.conn, [a])?[0],
+            )),
         }
     }
 
-    /// Inserts audit records in one transaction of this connection (see
-    /// [`insert_key_audit`]).
-    fn insert_key_audit<'a>(&self, rows: impl IntoIterator<Item = &'a KeyAuditRow>) -> Result<()> {
-        insert_key_audit(&self.conn, rows)
+    /// Rewrites the result and error code of the audit record `seq` (an operation
+    /// recorded before it was made, that then failed); durable when it returns.
+    pub fn amend_key_audit(&self, seq: i64, result: &str, error_code: Option<&str>) -> Result<()> {
+        if let Some(e) = injected_failure("kv-audit-amend", self.conn.path().unwrap_or_default()) {
+            return Err(e);
+        }
+        let n = self.conn.execute(
+            "UPDATE kv_audit SET result = ?2, error_code = ?3 WHERE seq = ?1",
+            params![seq, result, error_code],
+        )?;
+        if n == 1 {
+            Ok(())
+        } else {
+            Err(CatalogError::Invalid(format!("no key audit record {seq}")))
+        }
     }
 
     /// A vault's audit records, oldest first.
@@ -742,7 +763,7 @@ impl Catalog {
 pub(crate) fn insert_key_audit<'a>(
     conn: &Connection,
     rows: impl IntoIterator<Item = &'a KeyAuditRow>,
-) -> Result<()> {
+) -> Result<Vec<i64>> {
     if let Some(e) = injected_failure("kv-audit-commit", conn.path().unwrap_or_default()) {
         return Err(e);
     }
@@ -751,13 +772,14 @@ pub(crate) fn insert_key_audit<'a>(
     } else {
         None
     };
+    let mut seqs = Vec::new();
     {
         let mut st = conn.prepare_cached(
             "INSERT INTO kv_audit (vault_guid, time_ms, principal, operation, key_name, \
              key_version, result, error_code) VALUES (?1,?2,?3,?4,?5,?6,?7,?8)",
         )?;
         for a in rows {
-            st.execute(params![
+            seqs.push(st.insert(params![
                 a.vault_guid,
                 a.time_ms,
                 a.principal,
@@ -766,13 +788,13 @@ pub(crate) fn insert_key_audit<'a>(
                 a.key_version,
                 a.result,
                 a.error_code
-            ])?;
+            ])?);
         }
     }
     if let Some(tx) = tx {
         tx.commit()?;
     }
-    Ok(())
+    Ok(seqs)
 }
 
 /// The error of the test fail point `name` when it is set to `return` or to

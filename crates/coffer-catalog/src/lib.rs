@@ -20,7 +20,7 @@ use std::{path::Path, sync::Arc, time::Duration};
 
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
-pub use audit::MAX_BATCH as MAX_AUDIT_BATCH;
+pub use audit::{MAX_BATCH as MAX_AUDIT_BATCH, PendingKeyAudit};
 pub use kv::*;
 pub use rows::*;
 pub use schema::SCHEMA_VERSION;

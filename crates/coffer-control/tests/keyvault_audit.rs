@@ -27,6 +27,26 @@ impl Setup {
             .to_owned()
     }
 
+    /// Unwraps (as the first identity, through a new instance) a value the key did not
+    /// wrap; returns the error, the instance and the one data-plane record it added.
+    fn unwrap_a_value_the_key_did_not_wrap(
+        &self,
+    ) -> (
+        coffer_control::Error,
+        Instance,
+        Vec<(String, String, String)>,
+    ) {
+        let inst = Instance::open(self.home.clone(), None).unwrap();
+        let before = data_plane_records(&self.home).len();
+        let e = inst
+            .key_vault_client()
+            .unwrap_key(&self.principals[0], &self.kid, ALG, &[0x5a; 256])
+            .expect_err("not a value this key wrapped");
+        let added = data_plane_records(&self.home).split_off(before);
+        assert_eq!(added.len(), 1, "{added:?}");
+        (e, inst, added)
+    }
+
     /// Runs `f` once per identity, each on its own thread with its own instance, all
     /// starting together.
     fn on_every_thread<T: Send>(&self, f: impl Fn(Instance, &str) -> T + Sync) -> Vec<T> {
@@ -110,6 +130,46 @@ fn a_revoked_role_takes_effect_at_once_in_an_instance_that_used_it() {
     assert_eq!(e.code.as_str(), "Forbidden", "{e}");
     let last = data_plane_records(home).pop().unwrap();
     assert_eq!((last.1.as_str(), last.2.as_str()), ("wrapKey", "Failed"));
+}
+
+/// A key operation is recorded while it runs and its record amended when it fails:
+/// an unwrap of a value the key did not wrap leaves exactly one record, `Failed`.
+#[test]
+fn a_key_operation_that_fails_leaves_one_failed_record() {
+    let s = set_up(1);
+    let (e, inst, added) = s.unwrap_a_value_the_key_did_not_wrap();
+    let last = added.last().unwrap();
+    assert_eq!(
+        (last.1.as_str(), last.2.as_str()),
+        ("unwrapKey", "Failed"),
+        "{e}"
+    );
+    let audit = inst.key_vault_audit(KV).unwrap();
+    let code = audit.last().unwrap()["errorCode"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        code,
+        e.inner_code.unwrap_or_else(|| e.code.as_str().to_owned())
+    );
+}
+
+/// When the record of a failed key operation cannot be amended, the operation's own
+/// error is returned and the record over-states (`Succeeded`), never under-states.
+#[cfg(feature = "failpoints")]
+#[test]
+fn a_failed_amend_returns_the_operations_error_and_keeps_the_record() {
+    let s = set_up(1);
+    fail::cfg("kv-audit-amend", &format!("return({})", s.marker())).unwrap();
+    let (e, _, added) = s.unwrap_a_value_the_key_did_not_wrap();
+    fail::remove("kv-audit-amend");
+    assert_ne!(e.code.as_str(), "CatalogError", "{e}");
+    let last = added.last().unwrap();
+    assert_eq!(
+        (last.1.as_str(), last.2.as_str()),
+        ("unwrapKey", "Succeeded")
+    );
 }
 
 /// The key vault rows an instance keeps for its data-plane calls follow every change

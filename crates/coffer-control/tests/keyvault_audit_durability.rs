@@ -163,6 +163,12 @@ fn child(home: &Path) {
     });
 }
 
+/// Whether a line of the child's output acknowledges an unwrap. The test harness
+/// writes `test NAME ... ` before the test's own output, on the same line.
+fn is_ack(line: &str) -> bool {
+    line.ends_with("acknowledged")
+}
+
 fn hex_encode(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
@@ -214,7 +220,7 @@ fn acknowledged_records_survive_a_sigkill_at_any_moment() {
         // pause), while the other threads are anywhere in their calls.
         while acknowledged < after {
             match lines.next() {
-                Some(Ok(l)) if l == "acknowledged" => acknowledged += 1,
+                Some(Ok(l)) if is_ack(&l) => acknowledged += 1,
                 Some(Ok(_)) => {}
                 other => panic!("child ended early: {other:?}"),
             }
@@ -222,10 +228,7 @@ fn acknowledged_records_survive_a_sigkill_at_any_moment() {
         thread::sleep(Duration::from_micros(300 * round as u64));
         c.kill().unwrap();
         c.wait().unwrap();
-        acknowledged += lines
-            .map_while(Result::ok)
-            .filter(|l| l == "acknowledged")
-            .count();
+        acknowledged += lines.map_while(Result::ok).filter(|l| is_ack(l)).count();
         let now = unwrap_records(&s.home);
         let records = now - before;
         assert!(
@@ -236,8 +239,8 @@ fn acknowledged_records_survive_a_sigkill_at_any_moment() {
         // At most one call per thread was in flight when each process died, so no
         // round adds more than CHILD_THREADS records nobody acknowledged. The bound is
         // on the total: a transaction a killed child had written to the WAL but not
-        // yet published in the WAL index only shows once a later opener recovers the
-        // WAL, which can be in the next round.
+        // yet published in the WAL index can show only once a later opener recovers
+        // the WAL, in the next round.
         let all = now - start;
         let bound = total_acknowledged + CHILD_THREADS * (round + 1);
         assert!(

@@ -110,7 +110,21 @@ impl Instance {
         version: Option<&str>,
         r: &Result<T>,
     ) -> Result<()> {
-        self.catalog.log_key_audit(&KeyAuditRow {
+        let row = Self::audit_row(v, principal, op, key, version, r.as_ref().err());
+        self.catalog.log_key_audit(&row)?;
+        Ok(())
+    }
+
+    /// The audit record of `op`: `Succeeded`, or `Failed` with the code of `err`.
+    fn audit_row(
+        v: &KeyVaultRow,
+        principal: &str,
+        op: &str,
+        key: Option<&str>,
+        version: Option<&str>,
+        err: Option<&Error>,
+    ) -> KeyAuditRow {
+        KeyAuditRow {
             seq: 0,
             vault_guid: v.guid.clone(),
             time_ms: util::clock_ms(),
@@ -118,14 +132,15 @@ impl Instance {
             operation: op.to_owned(),
             key_name: key.map(str::to_owned),
             key_version: version.map(str::to_owned),
-            result: if r.is_ok() { "Succeeded" } else { "Failed" }.to_owned(),
-            error_code: r.as_ref().err().map(|e| {
-                e.inner_code
-                    .clone()
-                    .unwrap_or_else(|| e.code.as_str().to_owned())
-            }),
-        })?;
-        Ok(())
+            result: if err.is_none() { "Succeeded" } else { "Failed" }.to_owned(),
+            error_code: err.map(Self::audit_error_code),
+        }
+    }
+
+    fn audit_error_code(e: &Error) -> String {
+        e.inner_code
+            .clone()
+            .unwrap_or_else(|| e.code.as_str().to_owned())
     }
 
     fn check_usable(a: &KeyAttrs, op: &str, now_ms: i64) -> Result<()> {
@@ -190,14 +205,37 @@ impl Instance {
             Ok(entry)
         })();
         drop(snapshot);
-        let r = usable.and_then(|entry| {
-            let key = self.open_material(v, &entry.row)?;
-            f(v, &entry.row, key)
-        });
-        // Fail closed: a cryptographic result is only returned once its audit record
-        // is durable.
-        let audited = self.audit_key(v, principal, op, Some(name), used_version.as_deref(), &r);
-        r.and_then(|out| audited.map(|()| out))
+        let entry = match usable {
+            Ok(entry) => entry,
+            Err(e) => {
+                let r = Err(e);
+                // Refused: the error is returned whether or not its record is written.
+                let _ = self.audit_key(v, principal, op, Some(name), used_version.as_deref(), &r);
+                return r;
+            }
+        };
+        // The record is committed while the key is used (the sync overlaps the key
+        // operation), written as `Succeeded` and amended if the operation fails.
+        // Fail closed: a result is only returned once its record is durable.
+        let ver = Some(entry.row.version.as_str());
+        let row = Self::audit_row(v, principal, op, Some(name), ver, None);
+        let pending = self.catalog.begin_key_audit(&row)?;
+        let r = self
+            .open_material(v, &entry.row)
+            .and_then(|key| f(v, &entry.row, key));
+        let seq = pending.wait();
+        match (r, seq) {
+            (Ok(out), Ok(_)) => Ok(out),
+            (Ok(_), Err(e)) => Err(e.into()),
+            (Err(e), Ok(seq)) => {
+                let code = Self::audit_error_code(&e);
+                // The operation's error is the one to report; if the amend fails too,
+                // the record over-states (Succeeded) and never under-states.
+                let _ = self.catalog.amend_key_audit(seq, "Failed", Some(&code));
+                Err(e)
+            }
+            (Err(e), Err(_)) => Err(e),
+        }
     }
 
     /// One RSA-OAEP operation (`op`: wrapKey, unwrapKey, encrypt, decrypt) on the
