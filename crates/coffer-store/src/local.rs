@@ -10,33 +10,17 @@
 //! cache, which on the measured VMs cost more CPU than compressing them (see
 //! `docs/performance.md`). The file is still fsynced and renamed exactly as above;
 //! a file system that refuses `O_DIRECT` gets an ordinary buffered write.
-//!
-//! Range reads (chunks of packs) keep the last [`OPEN_FILES`] objects they read open,
-//! with their sizes: a restore of many small files reads one chunk per file, and
-//! opening, measuring and closing the pack for each was a third of its system time.
-//! `put` and `delete` of a key through this store forget its open file. An object
-//! another process replaces or deletes may still be read from the file kept open;
-//! the objects read by range (packs) are immutable and authenticated, so that reads
-//! the same bytes.
 
 use std::{
-    collections::VecDeque,
     fs::{self, File, OpenOptions},
-    io::{ErrorKind, Write},
-    os::unix::fs::{FileExt, OpenOptionsExt},
+    io::{ErrorKind, Read, Seek, SeekFrom, Write},
+    os::unix::fs::OpenOptionsExt,
     path::{Path, PathBuf},
-    sync::{Arc, Mutex, PoisonError},
 };
 
 use crate::{ObjectKey, ObjectMeta, ObjectStore, StoreError};
 
 const TMP_DIR: &str = "tmp";
-
-/// How many objects range reads keep open.
-const OPEN_FILES: usize = 32;
-
-/// An object kept open for range reads, with its size.
-type OpenFile = (ObjectKey, Arc<File>, u64);
 
 /// Environment variable of the crash-injection hook used by the crash tests: when
 /// set to N, the process aborts (no destructors, no buffered I/O flushed, exactly
@@ -49,8 +33,6 @@ pub struct LocalStore {
     root: PathBuf,
     crash_after: Option<u64>,
     writes: std::sync::atomic::AtomicU64,
-    /// Objects kept open for range reads, most recently opened last.
-    open_files: Mutex<VecDeque<OpenFile>>,
 }
 
 impl LocalStore {
@@ -80,7 +62,6 @@ impl LocalStore {
             root,
             crash_after,
             writes: std::sync::atomic::AtomicU64::new(0),
-            open_files: Mutex::default(),
         })
     }
 
@@ -105,45 +86,6 @@ impl LocalStore {
     fn path(&self, key: &ObjectKey) -> PathBuf {
         self.root.join(key.as_str())
     }
-
-    fn open_files(&self) -> std::sync::MutexGuard<'_, VecDeque<OpenFile>> {
-        self.open_files
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// `key` open for range reads, and its size.
-    fn open_for_range(&self, key: &ObjectKey) -> Result<(Arc<File>, u64), StoreError> {
-        if let Some((_, f, size)) = self.open_files().iter().find(|(k, ..)| k == key) {
-            return Ok((Arc::clone(f), *size));
-        }
-        let f = File::open(self.path(key)).map_err(|e| match e.kind() {
-            ErrorKind::NotFound => StoreError::NotFound(key.clone()),
-            _ => StoreError::io(key.to_string(), e),
-        })?;
-        let size = f
-            .metadata()
-            .map_err(|e| StoreError::io(key.to_string(), e))?
-            .len();
-        // Threads reading chunks of one shared file defeat the kernel's per-file
-        // readahead (their offsets interleave), so ask for the whole object at once:
-        // range reads of a pack mostly come in bulk (restore, check). Advice only.
-        let _ = rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::WillNeed);
-        let f = Arc::new(f);
-        let mut open = self.open_files();
-        if !open.iter().any(|(k, ..)| k == key) {
-            if open.len() >= OPEN_FILES {
-                open.pop_front();
-            }
-            open.push_back((key.clone(), Arc::clone(&f), size));
-        }
-        Ok((f, size))
-    }
-
-    /// Closes `key` if range reads keep it open (it is being replaced or deleted).
-    fn forget_open(&self, key: &ObjectKey) {
-        self.open_files().retain(|(k, ..)| k != key);
-    }
 }
 
 /// Fsyncs a directory so that renames and creations inside it are durable.
@@ -153,7 +95,6 @@ pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
 
 impl ObjectStore for LocalStore {
     fn put(&self, key: &ObjectKey, data: &[u8]) -> Result<(), StoreError> {
-        self.forget_open(key);
         let dest = self.path(key);
         let parent = dest.parent().expect("object paths have a parent");
         if !parent.is_dir() {
@@ -193,8 +134,6 @@ impl ObjectStore for LocalStore {
             let _ = fs::remove_file(&tmp);
         }
         result.map_err(|e| StoreError::io(key.to_string(), e))?;
-        // A range read meanwhile may have opened the replaced file.
-        self.forget_open(key);
         self.wrote();
         Ok(())
     }
@@ -207,10 +146,18 @@ impl ObjectStore for LocalStore {
     }
 
     fn get_range(&self, key: &ObjectKey, offset: u64, len: u64) -> Result<Vec<u8>, StoreError> {
-        let (f, size) = self.open_for_range(key)?;
+        let mut f = File::open(self.path(key)).map_err(|e| match e.kind() {
+            ErrorKind::NotFound => StoreError::NotFound(key.clone()),
+            _ => StoreError::io(key.to_string(), e),
+        })?;
+        let size = f
+            .metadata()
+            .map_err(|e| StoreError::io(key.to_string(), e))?
+            .len();
         StoreError::check_range(key, offset, len, size)?;
         let mut buf = vec![0u8; usize::try_from(len).expect("range fits in memory")];
-        f.read_exact_at(&mut buf, offset)
+        f.seek(SeekFrom::Start(offset))
+            .and_then(|_| f.read_exact(&mut buf))
             .map_err(|e| StoreError::io(key.to_string(), e))?;
         Ok(buf)
     }
@@ -225,7 +172,6 @@ impl ObjectStore for LocalStore {
     }
 
     fn delete(&self, key: &ObjectKey) -> Result<(), StoreError> {
-        self.forget_open(key);
         let path = self.path(key);
         match fs::remove_file(&path) {
             Ok(()) => {
@@ -371,32 +317,6 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<ObjectMeta>) -> Result<(), StoreE
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Range reads keep objects open; a put or delete through the store is seen by
-    /// the next range read, and no more than `OPEN_FILES` objects stay open.
-    #[test]
-    fn range_reads_follow_puts_and_deletes_of_objects_they_keep_open() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = LocalStore::open(dir.path()).unwrap();
-        let k = ObjectKey::new("data/ab/abc").unwrap();
-        s.put(&k, b"hello").unwrap();
-        assert_eq!(s.get_range(&k, 1, 3).unwrap(), b"ell");
-        s.put(&k, b"HELLO, world").unwrap();
-        assert_eq!(s.get_range(&k, 7, 5).unwrap(), b"world");
-        s.delete(&k).unwrap();
-        assert!(matches!(
-            s.get_range(&k, 0, 1),
-            Err(StoreError::NotFound(_))
-        ));
-        for i in 0..OPEN_FILES + 5 {
-            let k = ObjectKey::new(format!("data/ab/{i:03}")).unwrap();
-            s.put(&k, &[u8::try_from(i).unwrap(); 4]).unwrap();
-            assert_eq!(s.get_range(&k, 3, 1).unwrap(), [u8::try_from(i).unwrap()]);
-        }
-        assert_eq!(s.open_files().len(), OPEN_FILES);
-        let first = ObjectKey::new("data/ab/000").unwrap();
-        assert_eq!(s.get_range(&first, 0, 2).unwrap(), [0, 0]);
-    }
 
     #[test]
     fn put_get_list_delete() {
