@@ -14,17 +14,12 @@ mod common;
 use common::{ALG, DEK, KV, Setup, data_plane_records, set_up};
 
 impl Setup {
-    /// A string only this test's database path contains (fail points filtered with it
-    /// leave the other tests of this binary alone).
+    /// Makes the fail point `name` fail for this test's database only (its path holds
+    /// the test's temporary directory), leaving the other tests of this binary alone.
     #[cfg(feature = "failpoints")]
-    fn marker(&self) -> String {
-        self.dir
-            .path()
-            .file_name()
-            .unwrap()
-            .to_str()
-            .unwrap()
-            .to_owned()
+    fn fail_here(&self, name: &str) {
+        let marker = self.dir.path().file_name().unwrap().to_str().unwrap();
+        fail::cfg(name, &format!("return({marker})")).unwrap();
     }
 
     /// Unwraps (as the first identity, through a new instance) a value the key did not
@@ -161,7 +156,7 @@ fn a_key_operation_that_fails_leaves_one_failed_record() {
 #[test]
 fn a_failed_amend_returns_the_operations_error_and_keeps_the_record() {
     let s = set_up(1);
-    fail::cfg("kv-audit-amend", &format!("return({})", s.marker())).unwrap();
+    s.fail_here("kv-audit-amend");
     let (e, _, added) = s.unwrap_a_value_the_key_did_not_wrap();
     fail::remove("kv-audit-amend");
     assert_ne!(e.code.as_str(), "CatalogError", "{e}");
@@ -245,7 +240,7 @@ fn a_failed_audit_commit_returns_an_error_and_no_key_material_to_every_caller() 
     let (home, principals, kid, wrapped) = (&s.home, &s.principals, &s.kid, &s.wrapped);
     let before = data_plane_records(home).len();
     // Only this test's catalog fails (other tests of this binary run meanwhile).
-    fail::cfg("kv-audit-commit", &format!("return({})", s.marker())).unwrap();
+    s.fail_here("kv-audit-commit");
     let outcomes = s.on_every_thread(|inst, p| {
         let client = inst.key_vault_client();
         let u = client.unwrap_key(p, kid, ALG, wrapped);
@@ -283,7 +278,7 @@ fn a_failed_audit_sync_fails_its_callers_and_every_later_caller_of_the_process()
     const THREADS: usize = 4;
     let s = set_up(THREADS);
     let (home, principals, kid, wrapped) = (&s.home, &s.principals, &s.kid, &s.wrapped);
-    fail::cfg("kv-audit-sync", &format!("return({})", s.marker())).unwrap();
+    s.fail_here("kv-audit-sync");
     let (instances, outcomes): (Vec<_>, Vec<_>) = s
         .on_every_thread(|inst, p| {
             let u = inst
