@@ -20,6 +20,7 @@
 //! encryption of a 32-byte DEK, and private decryption of its ciphertext.
 
 use std::{
+    collections::HashMap,
     path::{Path, PathBuf},
     sync::Barrier,
     thread,
@@ -53,6 +54,8 @@ pub(crate) struct Options {
     pub(crate) threads: usize,
     /// Concurrent callers of the server-like Coffer measurement.
     pub(crate) callers: usize,
+    /// Rounds each measurement is split into (alternating Coffer and raw).
+    pub(crate) rounds: usize,
     /// Directory in which the temporary Coffer home is created.
     pub(crate) dir: PathBuf,
 }
@@ -62,9 +65,107 @@ struct Stats {
     ops: usize,
     wall_s: f64,
     lat_ns: Vec<u64>,
+    cpu: CpuUse,
+}
+
+/// Where the machine's CPU time went during a measurement (from `/proc`; zero where
+/// `/proc` cannot be read).
+#[derive(Default, Clone, Copy)]
+struct CpuUse {
+    /// Share of all cores' time that was busy (any process, kernel threads included).
+    busy: f64,
+    /// This process's CPU seconds (user + system, every thread).
+    process_s: f64,
+}
+
+/// CPU clock ticks: (busy, total) of all cores, and this process's user + system.
+#[derive(Default, Clone, Copy)]
+struct CpuTicks {
+    busy: u64,
+    total: u64,
+    process: u64,
+}
+
+/// Clock ticks per second of `/proc/stat` and `/proc/self/stat` (USER_HZ, 100 on Linux).
+const USER_HZ: f64 = 100.0;
+
+impl CpuTicks {
+    fn now() -> Self {
+        let all: Vec<u64> = std::fs::read_to_string("/proc/stat")
+            .ok()
+            .and_then(|s| s.lines().next().map(str::to_owned))
+            .map(|l| {
+                l.split_whitespace()
+                    .skip(1)
+                    .filter_map(|f| f.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        // user nice system idle iowait irq softirq steal ...
+        let idle = all.get(3).copied().unwrap_or(0) + all.get(4).copied().unwrap_or(0);
+        let total: u64 = all.iter().take(8).sum();
+        // Fields 14 and 15 (utime, stime), after the parenthesised command name.
+        let process = std::fs::read_to_string("/proc/self/stat")
+            .ok()
+            .and_then(|s| {
+                let rest = s.rsplit_once(')')?.1.to_owned();
+                let f: Vec<u64> = rest
+                    .split_whitespace()
+                    .skip(11)
+                    .take(2)
+                    .filter_map(|x| x.parse().ok())
+                    .collect();
+                Some(f.iter().sum())
+            })
+            .unwrap_or(0);
+        Self {
+            busy: total.saturating_sub(idle),
+            total,
+            process,
+        }
+    }
+
+    fn since(self, start: Self) -> CpuUse {
+        let total = self.total.saturating_sub(start.total);
+        CpuUse {
+            busy: if total == 0 {
+                0.0
+            } else {
+                self.busy.saturating_sub(start.busy) as f64 / total as f64
+            },
+            process_s: self.process.saturating_sub(start.process) as f64 / USER_HZ,
+        }
+    }
 }
 
 impl Stats {
+    fn rate(&self) -> f64 {
+        self.ops as f64 / self.wall_s
+    }
+
+    /// One measurement of several rounds: their operations over their summed wall
+    /// time, all their latencies, CPU use weighted by wall time.
+    fn merge(parts: impl Iterator<Item = Stats>) -> Stats {
+        let mut all = Stats {
+            ops: 0,
+            wall_s: 0.0,
+            lat_ns: Vec::new(),
+            cpu: CpuUse::default(),
+        };
+        for p in parts {
+            all.ops += p.ops;
+            all.cpu.busy += p.cpu.busy * p.wall_s;
+            all.cpu.process_s += p.cpu.process_s;
+            all.wall_s += p.wall_s;
+            all.lat_ns.extend(p.lat_ns);
+        }
+        if all.wall_s > 0.0 {
+            all.cpu.busy /= all.wall_s;
+        }
+        all.lat_ns.sort_unstable();
+        all
+    }
+
     fn json(&self, path: &str, op: &str, bits: u32, threads: usize) -> Value {
         let pct = |p: f64| {
             let i = ((self.lat_ns.len() as f64 - 1.0) * p).round() as usize;
@@ -80,7 +181,50 @@ impl Stats {
             "ops_per_s": self.ops as f64 / self.wall_s,
             "p50_us": pct(0.50),
             "p99_us": pct(0.99),
+            "cores_busy": self.cpu.busy,
+            "process_cpu_us_per_op": 1e6 * self.cpu.process_s / self.ops.max(1) as f64,
         })
+    }
+}
+
+/// One kind of measurement of a round.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum Step {
+    CofferWrap,
+    CofferUnwrap,
+    RawEncrypt,
+    RawDecrypt,
+}
+
+impl Step {
+    const ALL: [Step; 4] = [
+        Step::CofferWrap,
+        Step::CofferUnwrap,
+        Step::RawEncrypt,
+        Step::RawDecrypt,
+    ];
+
+    fn is_raw(self) -> bool {
+        matches!(self, Step::RawEncrypt | Step::RawDecrypt)
+    }
+
+    /// (path, op) of the result document.
+    fn names(self) -> (&'static str, &'static str) {
+        match self {
+            Step::CofferWrap => ("coffer", "wrapKey"),
+            Step::CofferUnwrap => ("coffer", "unwrapKey"),
+            Step::RawEncrypt => ("raw", "public-encrypt"),
+            Step::RawDecrypt => ("raw", "private-decrypt"),
+        }
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
     }
 }
 
@@ -93,7 +237,8 @@ fn measure<S>(
     setup: impl Fn() -> S + Sync,
     op: impl Fn(&mut S) + Sync,
 ) -> Stats {
-    let barrier = Barrier::new(threads);
+    let barrier = Barrier::new(threads + 1);
+    let mut cpu = CpuUse::default();
     let per_thread: Vec<(Vec<u64>, f64)> = thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
             .map(|_| {
@@ -118,10 +263,14 @@ fn measure<S>(
                 })
             })
             .collect();
-        handles
+        barrier.wait();
+        let start = CpuTicks::now();
+        let per_thread = handles
             .into_iter()
             .map(|h| h.join().expect("bench thread"))
-            .collect()
+            .collect();
+        cpu = CpuTicks::now().since(start);
+        per_thread
     });
     let wall_s = per_thread.iter().map(|(_, w)| *w).fold(0.0, f64::max);
     let mut lat_ns: Vec<u64> = per_thread.into_iter().flat_map(|(l, _)| l).collect();
@@ -130,6 +279,7 @@ fn measure<S>(
         ops: lat_ns.len(),
         wall_s,
         lat_ns,
+        cpu,
     }
 }
 
@@ -232,6 +382,10 @@ pub(crate) fn run(o: &Options) -> Value {
     );
     let home = tmp.path().join("home");
     let (principal, keys) = set_up(&home, &o.sizes);
+    // Held for the whole run, as a server process holds its catalog: the audit
+    // committer and the catalog's WAL stay as they are between measurements instead
+    // of starting afresh with each one.
+    let _process = must("open the instance", Instance::open(home.clone(), None));
     let fsync = durable_append(tmp.path(), o.secs.min(1.0));
     let mut raw_counts = vec![1, o.threads];
     raw_counts.dedup();
@@ -281,76 +435,108 @@ pub(crate) fn run(o: &Options) -> Value {
         .len();
         raw_ct.truncate(n);
 
-        let rate = |s: &Stats| s.ops as f64 / s.wall_s;
+        // Every measurement runs in `rounds` slices of secs / rounds; a round measures
+        // each path and thread count once, in an order that reverses from one round to
+        // the next, so that a drift of the machine's speed during the run (other guests
+        // of the host) falls on Coffer and raw alike. Ratios are medians of per-round
+        // ratios.
+        let slice = o.secs / o.rounds as f64;
+        let mut plan: Vec<(Step, usize)> = coffer_counts
+            .iter()
+            .flat_map(|&t| Step::ALL.into_iter().map(move |s| (s, t)))
+            .filter(|(s, t)| !s.is_raw() || raw_counts.contains(t))
+            .collect();
+        let mut rounds: Vec<HashMap<(Step, usize), Stats>> = Vec::new();
+        for _ in 0..o.rounds {
+            let mut m = HashMap::new();
+            for &(step, t) in &plan {
+                let stats = match step {
+                    Step::CofferWrap => measure(t, slice, open, |inst| {
+                        let r = inst
+                            .key_vault_client()
+                            .wrap_key(&principal, versionless, ALG, &DEK)
+                            .expect("wrapKey through the key vault");
+                        assert!(!r.value.is_empty());
+                    }),
+                    Step::CofferUnwrap => measure(t, slice, open, |inst| {
+                        let r = inst
+                            .key_vault_client()
+                            .unwrap_key(&principal, kid, ALG, &wrapped)
+                            .expect("unwrapKey through the key vault");
+                        let dek = DataKey::from_secret(
+                            SecretKey::from_slice(r.value.expose()).expect("a 32-byte DEK"),
+                        );
+                        drop(dek);
+                    }),
+                    Step::RawEncrypt => measure(
+                        t,
+                        slice,
+                        || vec![0u8; raw_pub.ciphertext_size()],
+                        |out| {
+                            raw_pub
+                                .encrypt(&OAEP_SHA256_MGF1SHA256, &DEK, out, None)
+                                .expect("raw encrypt");
+                        },
+                    ),
+                    Step::RawDecrypt => measure(
+                        t,
+                        slice,
+                        || zeroize::Zeroizing::new(vec![0u8; raw_dec.min_output_size()]),
+                        |out| {
+                            raw_dec
+                                .decrypt(&OAEP_SHA256_MGF1SHA256, &raw_ct, out, None)
+                                .expect("raw decrypt");
+                        },
+                    ),
+                };
+                if !step.is_raw() {
+                    coffer_ops += stats.ops + WARM_UP * t;
+                }
+                m.insert((step, t), stats);
+            }
+            plan.reverse();
+            rounds.push(m);
+        }
+        // Median over the rounds of Coffer's rate (`coffer` at `t`) over raw's (`raw`
+        // at `raw_t`).
+        let ratio = |coffer: Step, t: usize, raw: Step, raw_t: usize| -> f64 {
+            median(
+                rounds
+                    .iter()
+                    .map(|m| m[&(coffer, t)].rate() / m[&(raw, raw_t)].rate())
+                    .collect(),
+            )
+        };
         let mut fraction = serde_json::Map::new();
-        // (wrap, unwrap) rates of Coffer at `callers` and raw at `threads`.
-        let (mut coffer_at_callers, mut raw_at_threads) = ((0.0, 0.0), (0.0, 0.0));
         for &t in &coffer_counts {
-            let coffer_wrap = measure(t, o.secs, open, |inst| {
-                let r = inst
-                    .key_vault_client()
-                    .wrap_key(&principal, versionless, ALG, &DEK)
-                    .expect("wrapKey through the key vault");
-                assert!(!r.value.is_empty());
-            });
-            let coffer_unwrap = measure(t, o.secs, open, |inst| {
-                let r = inst
-                    .key_vault_client()
-                    .unwrap_key(&principal, kid, ALG, &wrapped)
-                    .expect("unwrapKey through the key vault");
-                let dek = DataKey::from_secret(
-                    SecretKey::from_slice(r.value.expose()).expect("a 32-byte DEK"),
+            if raw_counts.contains(&t) {
+                fraction.insert(
+                    format!("threads_{t}"),
+                    json!({
+                        "wrap": ratio(Step::CofferWrap, t, Step::RawEncrypt, t),
+                        "unwrap": ratio(Step::CofferUnwrap, t, Step::RawDecrypt, t),
+                    }),
                 );
-                drop(dek);
-            });
-            coffer_ops += coffer_wrap.ops + coffer_unwrap.ops + 2 * WARM_UP * t;
-            results.push(coffer_wrap.json("coffer", "wrapKey", bits, t));
-            results.push(coffer_unwrap.json("coffer", "unwrapKey", bits, t));
-            if t == o.callers {
-                coffer_at_callers = (rate(&coffer_wrap), rate(&coffer_unwrap));
             }
-            if !raw_counts.contains(&t) {
-                continue;
-            }
-            let raw_encrypt = measure(
-                t,
-                o.secs,
-                || vec![0u8; raw_pub.ciphertext_size()],
-                |out| {
-                    raw_pub
-                        .encrypt(&OAEP_SHA256_MGF1SHA256, &DEK, out, None)
-                        .expect("raw encrypt");
-                },
-            );
-            let raw_decrypt = measure(
-                t,
-                o.secs,
-                || zeroize::Zeroizing::new(vec![0u8; raw_dec.min_output_size()]),
-                |out| {
-                    raw_dec
-                        .decrypt(&OAEP_SHA256_MGF1SHA256, &raw_ct, out, None)
-                        .expect("raw decrypt");
-                },
-            );
-            if t == o.threads {
-                raw_at_threads = (rate(&raw_encrypt), rate(&raw_decrypt));
-            }
-            fraction.insert(
-                format!("threads_{t}"),
-                json!({
-                    "wrap": rate(&coffer_wrap) / rate(&raw_encrypt),
-                    "unwrap": rate(&coffer_unwrap) / rate(&raw_decrypt),
-                }),
-            );
-            results.push(raw_encrypt.json("raw", "public-encrypt", bits, t));
-            results.push(raw_decrypt.json("raw", "private-decrypt", bits, t));
         }
         let over_both_cores = json!({
             "coffer_callers": o.callers,
             "raw_threads": o.threads,
-            "wrap": coffer_at_callers.0 / raw_at_threads.0,
-            "unwrap": coffer_at_callers.1 / raw_at_threads.1,
+            "rounds": o.rounds,
+            "wrap": ratio(Step::CofferWrap, o.callers, Step::RawEncrypt, o.threads),
+            "unwrap": ratio(Step::CofferUnwrap, o.callers, Step::RawDecrypt, o.threads),
+            "unwrap_per_round": rounds
+                .iter()
+                .map(|m| m[&(Step::CofferUnwrap, o.callers)].rate()
+                    / m[&(Step::RawDecrypt, o.threads)].rate())
+                .collect::<Vec<_>>(),
         });
+        plan.sort_by_key(|&(s, t)| (t, s));
+        for (step, t) in plan {
+            let (path, op) = step.names();
+            let merged = Stats::merge(rounds.iter_mut().filter_map(|m| m.remove(&(step, t))));
+            results.push(merged.json(path, op, bits, t));
+        }
         summary.push(json!({
             "bits": bits,
             "coffer_over_raw": fraction,
@@ -387,12 +573,12 @@ pub(crate) fn run(o: &Options) -> Value {
 /// The human-readable table of [`run`]'s document (on stderr; stdout carries the JSON).
 pub(crate) fn table(doc: &Value) -> String {
     let mut s = format!(
-        "{:>6} {:>8} {:<16} {:>7} {:>10} {:>9} {:>9}\n",
-        "bits", "path", "op", "threads", "ops/s", "p50 us", "p99 us"
+        "{:>6} {:>8} {:<16} {:>7} {:>10} {:>9} {:>9} {:>6} {:>10}\n",
+        "bits", "path", "op", "threads", "ops/s", "p50 us", "p99 us", "busy", "cpu us/op"
     );
     for r in doc["results"].as_array().into_iter().flatten() {
         s += &format!(
-            "{:>6} {:>8} {:<16} {:>7} {:>10.0} {:>9.0} {:>9.0}\n",
+            "{:>6} {:>8} {:<16} {:>7} {:>10.0} {:>9.0} {:>9.0} {:>5.0}% {:>10.0}\n",
             r["bits"],
             r["path"].as_str().unwrap_or(""),
             r["op"].as_str().unwrap_or(""),
@@ -400,6 +586,8 @@ pub(crate) fn table(doc: &Value) -> String {
             r["ops_per_s"].as_f64().unwrap_or(0.0),
             r["p50_us"].as_f64().unwrap_or(0.0),
             r["p99_us"].as_f64().unwrap_or(0.0),
+            100.0 * r["cores_busy"].as_f64().unwrap_or(0.0),
+            r["process_cpu_us_per_op"].as_f64().unwrap_or(0.0),
         );
     }
     let f = &doc["durable_append_4k"];
@@ -445,6 +633,7 @@ mod tests {
             secs: 0.05,
             threads: 2,
             callers: 8,
+            rounds: 2,
             dir: dir.path().to_owned(),
         });
         assert_eq!(doc["audit_records"], doc["coffer_ops"]);

@@ -66,6 +66,10 @@ enum Cmd {
         /// raw rate at `--threads` is the "over both cores" figure).
         #[arg(long, default_value_t = 8)]
         callers: usize,
+        /// Rounds each measurement is split into: Coffer and raw alternate, and the
+        /// ratios are medians of per-round ratios (cancels drift of the machine's speed).
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
         /// Directory for the temporary Coffer home (default: /var/tmp, a disk, so the
         /// catalog's fsyncs cost what they cost in a real home).
         #[arg(long, default_value = "/var/tmp")]
@@ -216,6 +220,7 @@ fn main() {
             secs,
             threads,
             callers,
+            rounds,
             dir,
         } => {
             let o = keyvault_ops::Options {
@@ -223,6 +228,7 @@ fn main() {
                 secs,
                 threads: threads.unwrap_or_else(cores),
                 callers,
+                rounds: rounds.max(1),
                 dir,
             };
             let doc = keyvault_ops::run(&o);

@@ -272,7 +272,7 @@ fn every_key_vault_object_change_moves_its_change_counter() {
 }
 
 /// A successful unwrapKey record of vault `vault_guid`.
-fn an_audit_record(vault_guid: &str) -> KeyAuditRow {
+pub(crate) fn an_audit_record(vault_guid: &str) -> KeyAuditRow {
     KeyAuditRow {
         seq: 0,
         vault_guid: vault_guid.into(),
