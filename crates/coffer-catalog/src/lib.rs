@@ -137,6 +137,14 @@ fn busy_wait(n: i32) -> bool {
     true
 }
 
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e,
+        rusqlite::Error::SqliteFailure(f, _)
+            if matches!(f.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
+}
+
 fn is_unique_violation(e: &rusqlite::Error) -> bool {
     matches!(
         e,
@@ -152,8 +160,17 @@ fn is_unique_violation(e: &rusqlite::Error) -> bool {
 fn connect(path: &Path, synchronous: &str) -> Result<Connection> {
     let mut conn = Connection::open(path)?;
     conn.busy_handler(Some(busy_wait))?;
-    // journal_mode returns a row; WAL persists in the file once set.
-    let _mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+    // journal_mode returns a row; WAL persists in the file once set. While other
+    // processes open, initialise or close the same database, SQLite may report this
+    // statement busy at once, without calling the busy handler: retry it as the
+    // handler would.
+    let mut attempt = 0;
+    while let Err(e) = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get::<_, String>(0)) {
+        if !(is_busy(&e) && busy_wait(attempt)) {
+            return Err(e.into());
+        }
+        attempt += 1;
+    }
     conn.pragma_update(None, "synchronous", synchronous)?;
     Ok(conn)
 }
