@@ -580,7 +580,7 @@ mod tests {
         assert!(st.pending.is_empty());
     }
 
-    /// On Linux 6.12 and later, committer threads run with the short time slice.
+    /// On Linux 6.12 and later, a committer thread runs with the short time slice.
     #[test]
     fn the_committer_asks_for_a_short_time_slice() {
         let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
@@ -611,9 +611,8 @@ mod tests {
         if slices.is_empty() {
             return; // /proc/PID/sched needs CONFIG_SCHED_DEBUG
         }
-        assert!(
-            slices.iter().all(|&s| s == super::COMMITTER_SLICE_NS),
-            "{slices:?}"
-        );
+        // Other tests' committers may be starting (not yet asked): this test's own
+        // committer has written a record, so it has asked.
+        assert!(slices.contains(&super::COMMITTER_SLICE_NS), "{slices:?}");
     }
 }
