@@ -178,7 +178,7 @@ impl Stats {
             "threads": threads,
             "ops": self.ops,
             "wall_s": self.wall_s,
-            "ops_per_s": self.ops as f64 / self.wall_s,
+            "ops_per_s": self.rate(),
             "p50_us": pct(0.50),
             "p99_us": pct(0.99),
             "cores_busy": self.cpu.busy,
@@ -497,16 +497,15 @@ pub(crate) fn run(o: &Options) -> Value {
             plan.reverse();
             rounds.push(m);
         }
-        // Median over the rounds of Coffer's rate (`coffer` at `t`) over raw's (`raw`
-        // at `raw_t`).
-        let ratio = |coffer: Step, t: usize, raw: Step, raw_t: usize| -> f64 {
-            median(
-                rounds
-                    .iter()
-                    .map(|m| m[&(coffer, t)].rate() / m[&(raw, raw_t)].rate())
-                    .collect(),
-            )
+        // Coffer's rate (`coffer` at `t`) over raw's (`raw` at `raw_t`) in each round,
+        // and their median.
+        let per_round = |coffer: Step, t: usize, raw: Step, raw_t: usize| -> Vec<f64> {
+            rounds
+                .iter()
+                .map(|m| m[&(coffer, t)].rate() / m[&(raw, raw_t)].rate())
+                .collect()
         };
+        let ratio = |coffer, t, raw, raw_t| median(per_round(coffer, t, raw, raw_t));
         let mut fraction = serde_json::Map::new();
         for &t in &coffer_counts {
             if raw_counts.contains(&t) {
@@ -525,11 +524,7 @@ pub(crate) fn run(o: &Options) -> Value {
             "rounds": o.rounds,
             "wrap": ratio(Step::CofferWrap, o.callers, Step::RawEncrypt, o.threads),
             "unwrap": ratio(Step::CofferUnwrap, o.callers, Step::RawDecrypt, o.threads),
-            "unwrap_per_round": rounds
-                .iter()
-                .map(|m| m[&(Step::CofferUnwrap, o.callers)].rate()
-                    / m[&(Step::RawDecrypt, o.threads)].rate())
-                .collect::<Vec<_>>(),
+            "unwrap_per_round": per_round(Step::CofferUnwrap, o.callers, Step::RawDecrypt, o.threads),
         });
         plan.sort_by_key(|&(s, t)| (t, s));
         for (step, t) in plan {
