@@ -6,7 +6,7 @@
 //!                            │       size, four-lane candidate scan)
 //!                            ├ small file: keyed hash ─ dedup check ─ new? ─ copy ─┐
 //!                            └ file ≥ 8 MiB or stream: read in shared blocks      ┤ bounded
-//!                              (half of each block scanned on a helper thread),    │ channel
+//!                              (read and scanned by the walker alone),             │ channel
 //!                              chunks sent unhashed as block ranges, not copies ───┤
 //! N workers:      [keyed hash ─ dedup check ─ id back to the walker, in order]
 //!                 ─ compress (zstd, skipped when incompressible) straight into the open pack

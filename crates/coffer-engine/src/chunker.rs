@@ -23,7 +23,6 @@ use std::{
     io::{self, Read},
     ops::Range,
     sync::Arc,
-    thread,
 };
 
 use coffer_crypto::{DataKey, kdf, labels};
@@ -96,8 +95,6 @@ type Candidate = (u64, u64);
 /// the candidates not yet passed by a cut.
 #[derive(Default)]
 struct Scan {
-    /// Whether large regions are scanned on two threads.
-    split: bool,
     hash: u64,
     /// Absolute offset of the next byte to scan.
     scanned: u64,
@@ -106,10 +103,6 @@ struct Scan {
 }
 
 const LANES: usize = 4;
-
-/// Regions at least this large are scanned in two halves on two threads (when
-/// splitting is asked for).
-const SPLIT_MIN: usize = 1 << 20;
 
 /// Reads into `buf[*end..]` until it is full or the input ends; returns whether it
 /// ended.
@@ -166,54 +159,24 @@ impl Chunker {
     }
 
     /// Scans `data[from..]` (absolute offset of `data[0]`: `base`), appending its
-    /// candidates to `scan`. With `scan.split`, a large region's second half is
-    /// scanned on a helper thread, so that the reading thread is not the pipeline's
-    /// bottleneck.
+    /// candidates to `scan`.
     fn scan(&self, data: &[u8], from: usize, base: u64, scan: &mut Scan) {
         debug_assert_eq!(base + from as u64, scan.scanned);
-        let to = data.len();
-        let Scan {
-            hash,
-            candidates,
-            lanes,
-            ..
-        } = scan;
-        if scan.split && to - from >= SPLIT_MIN {
-            let mid = from + (to - from) / 2;
-            let (first, (last_hash, second)) = thread::scope(|s| {
-                let helper = s.spawn(|| {
-                    let mut lanes = <[Vec<Candidate>; LANES]>::default();
-                    let mut out = Vec::new();
-                    let h = self.scan_range(data, mid, to, base, None, &mut lanes, &mut out);
-                    (h, out)
-                });
-                let mut out = Vec::new();
-                self.scan_range(data, from, mid, base, Some(*hash), lanes, &mut out);
-                (out, helper.join().expect("chunk scan helper"))
-            });
-            candidates.extend(first);
-            candidates.extend(second);
-            *hash = last_hash;
-        } else {
-            let mut out = Vec::new();
-            *hash = self.scan_range(data, from, to, base, Some(*hash), lanes, &mut out);
-            candidates.extend(out);
-        }
-        scan.scanned = base + to as u64;
+        let mut out = Vec::new();
+        scan.hash = self.scan_range(data, from, base, scan.hash, &mut scan.lanes, &mut out);
+        scan.candidates.extend(out);
+        scan.scanned = base + data.len() as u64;
     }
 
-    /// Scans `data[from..to]` in four lanes, appending its candidates (in order) to
-    /// `out`; returns the rolling hash after `to`. The first lane continues `hash`
-    /// (or, without one, warms up on the `settle` bytes before `from`, which must then
-    /// be in `data`); the others warm up on the `settle` bytes before them.
-    #[allow(clippy::too_many_arguments)]
+    /// Scans `data[from..]` in four lanes, appending its candidates (in order) to
+    /// `out`; returns the rolling hash after its end. The first lane continues `hash`;
+    /// the others warm up on the `settle` bytes before them.
     fn scan_range(
         &self,
         data: &[u8],
         from: usize,
-        to: usize,
         base: u64,
-        hash: Option<u64>,
+        mut hash: u64,
         lanes: &mut [Vec<Candidate>; LANES],
         out: &mut Vec<Candidate>,
     ) -> u64 {
@@ -224,8 +187,7 @@ impl Chunker {
                 .iter()
                 .fold(0u64, |h, &b| (h << 1).wrapping_add(gear[b as usize]))
         };
-        let mut hash = hash.unwrap_or_else(|| warm(from));
-        let region = &data[from..to];
+        let region = &data[from..];
         let lane_len = region.len() / LANES;
         let mut tail_from = 0;
         if lane_len >= 4 * self.settle {
@@ -355,8 +317,7 @@ impl Chunker {
     /// gets each chunk as its block and range. A new block starts with the previous
     /// one's uncut tail (less than `max` bytes). Blocks come from `new_block` (a
     /// recycled buffer, or an empty one); when this function drops the last reference
-    /// to a block it hands it to `recycle`. Half of each block's scan runs on a
-    /// helper thread. Returns the total number of bytes read.
+    /// to a block it hands it to `recycle`. Returns the total number of bytes read.
     pub(crate) fn for_each_shared_chunk<R: Read, E: From<io::Error>>(
         &self,
         mut reader: R,
@@ -365,10 +326,7 @@ impl Chunker {
         mut f: impl FnMut(&Arc<Vec<u8>>, Range<usize>) -> Result<(), E>,
     ) -> Result<u64, E> {
         let block_len = (self.max * 8).max(2 << 20);
-        let mut scan = Scan {
-            split: thread::available_parallelism().is_ok_and(|n| n.get() > 1),
-            ..Scan::default()
-        };
+        let mut scan = Scan::default();
         let mut cur = Arc::new(Vec::new());
         let mut base = 0u64; // absolute offset of cur[0]
         let mut start = 0usize;
@@ -532,29 +490,6 @@ mod tests {
                 }
             }
         }
-    }
-
-    #[test]
-    fn split_scan_finds_exactly_the_sequential_candidates() {
-        // Small chunks: dense candidates, so a wrong hash anywhere shows.
-        let c = Chunker::new(&DataKey::generate().unwrap(), 64, 256, 1024);
-        let d = data(3 << 20);
-        let mut all = Vec::new();
-        for split in [false, true] {
-            let mut scan = Scan {
-                split,
-                ..Scan::default()
-            };
-            c.scan(&d[..1000], 0, 0, &mut scan);
-            c.scan(&d, 1000, 0, &mut scan);
-            // Only the masked bits are defined by the last bytes (the rest depend on
-            // where a lane started).
-            let m = c.mask_s | c.mask_l;
-            let cands: Vec<_> = scan.candidates.iter().map(|&(p, h)| (p, h & m)).collect();
-            all.push((scan.hash & m, cands));
-        }
-        assert!(all[0].1.len() > 1000);
-        assert!(all[0] == all[1], "split and sequential scans differ");
     }
 
     /// Cut lengths through [`Chunker::for_each_shared_chunk`] (reading at most `step`
