@@ -502,12 +502,13 @@ def main():
                                                          check=True, stdout=subprocess.PIPE).stdout))
                 runs[t.name].append(measure(t, ds))
                 if t.name == "coffer":
-                    runs["coffer"][-1]["hw_limit_gbps"] = hws[-1]["hardware_limit_gbps"]
-                    runs["coffer"][-1]["fraction_of_hw_limit"] = size / runs["coffer"][-1]["first_s"] / 1e9 / hws[-1]["hardware_limit_gbps"]
+                    r, hw = runs["coffer"][-1], hws[-1]
+                    gbps = size / r["first_s"] / 1e9
+                    r["hw_limit_gbps"] = hw["hardware_limit_gbps"]
+                    r["fraction_of_hw_limit"] = gbps / hw["hardware_limit_gbps"]
                     # Against the lower of the read rate and the pipeline rate (the limit
                     # before 2026-12-03, as if reading cost no CPU), for comparison.
-                    runs["coffer"][-1]["fraction_of_min_read_pipeline"] = (
-                        size / runs["coffer"][-1]["first_s"] / 1e9 / hws[-1]["read_or_pipeline_min_gbps"])
+                    r["fraction_of_min_read_pipeline"] = gbps / hw["read_or_pipeline_min_gbps"]
         med = {n: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for n, rs in runs.items() if rs}
         hw = hws[len(hws) // 2] if hws else json.loads(
             subprocess.run([COFFER_BENCH, "hwlimit", "--max-bytes", str(1 << 30), ds.path], check=True,

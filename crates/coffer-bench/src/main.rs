@@ -130,14 +130,14 @@ fn hwlimit(path: &Path, threads: Option<usize>, max_bytes: u64) -> serde_json::V
         }
     }
     let t = Instant::now();
-    let mut read = 0u64;
+    let mut read_bytes = 0u64;
     for f in &list {
         if let Ok(mut h) = fs::File::open(f) {
             while let Ok(n) = h.read(&mut buf) {
                 if n == 0 {
                     break;
                 }
-                read += n as u64;
+                read_bytes += n as u64;
             }
         }
     }
@@ -175,7 +175,7 @@ fn hwlimit(path: &Path, threads: Option<usize>, max_bytes: u64) -> serde_json::V
         }
     });
     let all = gbps(data.len() as u64, t.elapsed().as_secs_f64());
-    let read = gbps(read, read_s);
+    let read = gbps(read_bytes, read_s);
     json!({
         "dataset": path.display().to_string(),
         "files": list.len(),
