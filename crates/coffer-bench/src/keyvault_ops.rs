@@ -62,11 +62,27 @@ pub(crate) struct Options {
 
 /// Latency and throughput of one measurement.
 struct Stats {
+    /// Every operation run (for the CPU per operation).
     ops: usize,
+    /// From the start until the last thread finished its last operation.
     wall_s: f64,
+    /// Operations completed within the steady window ([`STEADY_FROM`]).
+    window_ops: usize,
+    /// Length of the steady window.
+    window_s: f64,
     lat_ns: Vec<u64>,
     cpu: CpuUse,
 }
+
+/// The rate of a measurement counts the operations completed between this share of
+/// its duration and its end, over that time. Every thread starts operations until
+/// the end, so all of them are busy throughout that window, and an operation still
+/// running at either edge falls on both sides alike. (Operations over the wall time
+/// up to the last thread's finish would count its overrun past the end, in which fewer
+/// threads run: a bias against paths with long latencies, such as 8 callers sharing
+/// 2 cores, of up to one latency over the duration.) The start is left out because
+/// all threads begin at once, which is not the steady state.
+const STEADY_FROM: f64 = 0.2;
 
 /// Where the machine's CPU time went during a measurement (from `/proc`; zero where
 /// `/proc` cannot be read).
@@ -140,15 +156,17 @@ impl CpuTicks {
 
 impl Stats {
     fn rate(&self) -> f64 {
-        self.ops as f64 / self.wall_s
+        self.window_ops as f64 / self.window_s
     }
 
-    /// One measurement of several rounds: their operations over their summed wall
-    /// time, all their latencies, CPU use weighted by wall time.
+    /// One measurement of several rounds: their operations over their summed steady
+    /// windows, all their latencies, CPU use weighted by wall time.
     fn merge(parts: impl Iterator<Item = Stats>) -> Stats {
         let mut all = Stats {
             ops: 0,
             wall_s: 0.0,
+            window_ops: 0,
+            window_s: 0.0,
             lat_ns: Vec::new(),
             cpu: CpuUse::default(),
         };
@@ -157,6 +175,8 @@ impl Stats {
             all.cpu.busy += p.cpu.busy * p.wall_s;
             all.cpu.process_s += p.cpu.process_s;
             all.wall_s += p.wall_s;
+            all.window_ops += p.window_ops;
+            all.window_s += p.window_s;
             all.lat_ns.extend(p.lat_ns);
         }
         if all.wall_s > 0.0 {
@@ -178,6 +198,8 @@ impl Stats {
             "threads": threads,
             "ops": self.ops,
             "wall_s": self.wall_s,
+            "window_ops": self.window_ops,
+            "window_s": self.window_s,
             "ops_per_s": self.rate(),
             "p50_us": pct(0.50),
             "p99_us": pct(0.99),
@@ -229,8 +251,8 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// Runs `op` on `threads` threads for `secs` seconds. Each thread builds its state
-/// with `setup` and warms up (untimed) before all start together; `ops_per_s` is the
-/// total count over the wall time of the slowest thread.
+/// with `setup` and warms up (untimed) before all start together; the rate counts the
+/// operations completed in the steady window ([`STEADY_FROM`]).
 fn measure<S>(
     threads: usize,
     secs: f64,
@@ -239,7 +261,9 @@ fn measure<S>(
 ) -> Stats {
     let barrier = Barrier::new(threads + 1);
     let mut cpu = CpuUse::default();
-    let per_thread: Vec<(Vec<u64>, f64)> = thread::scope(|s| {
+    let end = Duration::from_secs_f64(secs);
+    // Per thread: (start, completion) of each operation since the common start.
+    let per_thread: Vec<Vec<(Duration, Duration)>> = thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
             .map(|_| {
                 s.spawn(|| {
@@ -249,17 +273,16 @@ fn measure<S>(
                     }
                     barrier.wait();
                     let start = Instant::now();
-                    let end = start + Duration::from_secs_f64(secs);
-                    let mut lat = Vec::with_capacity(4096);
+                    let mut ops = Vec::with_capacity(4096);
                     loop {
-                        let t = Instant::now();
-                        if t >= end {
+                        let began = start.elapsed();
+                        if began >= end {
                             break;
                         }
                         op(&mut state);
-                        lat.push(t.elapsed().as_nanos() as u64);
+                        ops.push((began, start.elapsed()));
                     }
-                    (lat, start.elapsed().as_secs_f64())
+                    ops
                 })
             })
             .collect();
@@ -272,15 +295,39 @@ fn measure<S>(
         cpu = CpuTicks::now().since(start);
         per_thread
     });
-    let wall_s = per_thread.iter().map(|(_, w)| *w).fold(0.0, f64::max);
-    let mut lat_ns: Vec<u64> = per_thread.into_iter().flat_map(|(l, _)| l).collect();
+    let (window_ops, window_s) = steady_window(&per_thread, end);
+    let wall_s = per_thread
+        .iter()
+        .filter_map(|ops| ops.last())
+        .map(|(_, done)| done.as_secs_f64())
+        .fold(0.0, f64::max);
+    let mut lat_ns: Vec<u64> = per_thread
+        .iter()
+        .flatten()
+        .map(|(began, done)| (*done - *began).as_nanos() as u64)
+        .collect();
     lat_ns.sort_unstable();
     Stats {
         ops: lat_ns.len(),
         wall_s,
+        window_ops,
+        window_s,
         lat_ns,
         cpu,
     }
+}
+
+/// The operations completed within the steady window of a measurement that ended at
+/// `end` ([`STEADY_FROM`]), and the window's length; `per_thread` holds each thread's
+/// (start, completion) times.
+fn steady_window(per_thread: &[Vec<(Duration, Duration)>], end: Duration) -> (usize, f64) {
+    let window = end.mul_f64(STEADY_FROM)..end;
+    let n = per_thread
+        .iter()
+        .flatten()
+        .filter(|(_, done)| window.contains(done))
+        .count();
+    (n, (window.end - window.start).as_secs_f64())
 }
 
 fn must<T, E: std::fmt::Display>(what: &str, r: Result<T, E>) -> T {
@@ -617,6 +664,28 @@ pub(crate) fn table(doc: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One thread of short operations (100/s) and one of long ones (9.1/s) that runs
+    /// 30 ms past the end: the rate counts what completed in the steady window, where
+    /// both run (108/s); the operations over the longest wall time would give 100/s.
+    #[test]
+    fn the_rate_counts_the_steady_window_only() {
+        let ms = Duration::from_millis;
+        let every = |step: u64, until: u64| -> Vec<(Duration, Duration)> {
+            (0..)
+                .map(|i| (ms(i * step), ms((i + 1) * step)))
+                .take_while(|(began, _)| *began < ms(until))
+                .collect()
+        };
+        // 10 ms operations (100/s) and 110 ms ones (9.09/s), for 300 ms.
+        let threads = [every(10, 300), every(110, 300)];
+        let (n, secs) = steady_window(&threads, ms(300));
+        assert!((secs - 0.24).abs() < 1e-9);
+        // Completed within [60, 300) ms: 60, 70, .., 290 and 110, 220.
+        assert_eq!(n, 24 + 2);
+        let rate = n as f64 / secs;
+        assert!((rate - 108.3).abs() < 0.1, "{rate}");
+    }
 
     /// The measurement runs end to end and every Coffer operation it made is in the key
     /// vault's audit log (a functional check: no timing is asserted).
