@@ -13,9 +13,15 @@ use std::{
     ffi::OsStr,
     fs::{self, File, OpenOptions, Permissions},
     io::{self, Seek, SeekFrom, Write},
-    os::unix::{ffi::OsStrExt, fs::PermissionsExt},
+    os::unix::{
+        ffi::OsStrExt,
+        fs::{FileExt, PermissionsExt},
+    },
     path::{Path, PathBuf},
-    sync::Mutex,
+    sync::{
+        Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
     thread,
 };
 
@@ -314,7 +320,7 @@ fn temp_path(p: &Path) -> Result<PathBuf, EngineError> {
     Ok(p.with_file_name(name))
 }
 
-/// Files with at least this many chunks are decoded by several threads.
+/// Files with at least this many chunks are decoded and written by several threads.
 const PARALLEL_DECODE_MIN_CHUNKS: usize = 32;
 
 /// Writes chunks into `f`, leaving holes for all-zero chunks. Returns bytes written.
@@ -325,64 +331,117 @@ fn write_chunks(
     f: &mut File,
     content: &[ChunkId],
     progress: &dyn Progress,
-) -> Result<u64, Result<EngineError, EngineError>> {
-    let classify = |e: EngineError| match e {
-        EngineError::Store(coffer_store::StoreError::Io { .. }) => Err(e),
-        other => Ok(other),
-    };
-    let mut pos = 0u64;
-    let mut put = |data: Vec<u8>| -> Result<(), Result<EngineError, EngineError>> {
-        if progress.stop_requested() {
-            return Err(Err(EngineError::Stopped));
-        }
-        if data.iter().all(|&b| b == 0) {
-            f.seek(SeekFrom::Current(data.len() as i64))
-                .map_err(|e| Err(io_target(e)))?;
-        } else {
-            f.write_all(&data).map_err(|e| Err(io_target(e)))?;
-        }
-        pos += data.len() as u64;
-        progress.advance(data.len() as u64, 0);
-        Ok(())
-    };
+) -> Result<u64, ChunkError> {
     let threads = thread::available_parallelism()
         .map_or(2, |n| n.get())
         .clamp(1, 8);
-    if content.len() < PARALLEL_DECODE_MIN_CHUNKS || threads == 1 {
+    let pos = if content.len() < PARALLEL_DECODE_MIN_CHUNKS || threads == 1 {
+        let mut pos = 0u64;
         for id in content {
-            put(inner.read_chunk(index, id).map_err(classify)?)?;
-        }
-    } else {
-        // Thread t reads, authenticates and decompresses chunks t, t+n, t+2n, ...;
-        // the writer takes them round-robin, so order is kept and read-ahead is
-        // bounded by the channels. Dropping the receivers stops the readers.
-        thread::scope(|s| {
-            let receivers: Vec<_> = (0..threads)
-                .map(|t| {
-                    let (tx, rx) = bounded(4);
-                    s.spawn(move || {
-                        for id in content.iter().skip(t).step_by(threads) {
-                            let r = inner.read_chunk(index, id);
-                            let stop = r.is_err();
-                            if tx.send(r).is_err() || stop {
-                                break;
-                            }
-                        }
-                    });
-                    rx
-                })
-                .collect();
-            for i in 0..content.len() {
-                let r = receivers[i % threads]
-                    .recv()
-                    .map_err(|_| Ok(EngineError::Internal("restore reader stopped".into())))?;
-                put(r.map_err(classify)?)?;
+            if progress.stop_requested() {
+                return Err(Err(EngineError::Stopped));
             }
-            Ok(())
-        })?;
-    }
+            let data = inner.read_chunk(index, id).map_err(classify)?;
+            if is_zero(&data) {
+                f.seek(SeekFrom::Current(data.len() as i64))
+                    .map_err(|e| Err(io_target(e)))?;
+            } else {
+                f.write_all(&data).map_err(|e| Err(io_target(e)))?;
+            }
+            pos += data.len() as u64;
+            progress.advance(data.len() as u64, 0);
+        }
+        pos
+    } else {
+        write_in_parallel(inner, index, f, content, threads, progress)?
+    };
     f.set_len(pos).map_err(|e| Err(io_target(e)))?;
     Ok(pos)
+}
+
+/// A chunk that cannot be restored: Ok(e) = damaged data, Err(e) = local I/O failure
+/// or a stop.
+type ChunkError = Result<EngineError, EngineError>;
+
+fn classify(e: EngineError) -> ChunkError {
+    match e {
+        EngineError::Store(coffer_store::StoreError::Io { .. }) => Err(e),
+        other => Ok(other),
+    }
+}
+
+fn is_zero(data: &[u8]) -> bool {
+    data.iter().all(|&b| b == 0)
+}
+
+/// [`write_chunks`] on `threads` threads: thread t reads, authenticates, decompresses
+/// and writes chunks t, t+n, t+2n, ... at their offsets in the file (from the lengths
+/// in the index). Every thread writes: on a new file the copy into the file's pages
+/// is the larger cost, as it is the first touch of each page (a 2 GiB image restored
+/// to tmpfs: 54% of the CPU samples, against 10% for decryption, hashing and
+/// decompression). Returns the file's length.
+fn write_in_parallel(
+    inner: &Inner,
+    index: &Index,
+    f: &File,
+    content: &[ChunkId],
+    threads: usize,
+    progress: &dyn Progress,
+) -> Result<u64, ChunkError> {
+    let mut placed = Vec::with_capacity(content.len());
+    let mut pos = 0u64;
+    for id in content {
+        let Some(loc) = index.get(id) else {
+            // The reader's error names the missing chunk.
+            let e = inner.read_chunk(index, id).err();
+            return Err(Ok(e.unwrap_or_else(|| {
+                EngineError::Internal("a chunk missing from the index was read".into())
+            })));
+        };
+        let len = u64::from(loc.raw_len());
+        placed.push((id, pos, len));
+        pos += len;
+    }
+    let failed = Mutex::new(None::<ChunkError>);
+    let stop = AtomicBool::new(false);
+    let write = |id: &ChunkId, at: u64, len: u64| -> Result<(), ChunkError> {
+        if progress.stop_requested() {
+            return Err(Err(EngineError::Stopped));
+        }
+        let data = inner.read_chunk(index, id).map_err(classify)?;
+        if data.len() as u64 != len {
+            return Err(Ok(EngineError::Damaged {
+                object: format!("chunk {}", &id.to_hex()[..16]),
+                reason: format!("{} bytes where the index says {len}", data.len()),
+            }));
+        }
+        if !is_zero(&data) {
+            f.write_all_at(&data, at).map_err(|e| Err(io_target(e)))?;
+        }
+        progress.advance(len, 0);
+        Ok(())
+    };
+    thread::scope(|s| {
+        for t in 0..threads {
+            let (placed, failed, stop, write) = (&placed, &failed, &stop, &write);
+            s.spawn(move || {
+                for &(id, at, len) in placed.iter().skip(t).step_by(threads) {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    if let Err(e) = write(id, at, len) {
+                        stop.store(true, Ordering::Relaxed);
+                        failed.lock().expect("not poisoned").get_or_insert(e);
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    match failed.into_inner().expect("not poisoned") {
+        Some(e) => Err(e),
+        None => Ok(pos),
+    }
 }
 
 fn io_target(e: io::Error) -> EngineError {

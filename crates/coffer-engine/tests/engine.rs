@@ -18,6 +18,24 @@ struct Fixture {
 }
 
 fn fixture() -> Fixture {
+    fixture_with(RepoParams::default())
+}
+
+/// Files of 1–64 MiB cut into 4–64 KiB chunks (default: 64 KiB–1 MiB), so that small
+/// test files have as many chunks as a large file: restore then decodes and writes
+/// them on several threads.
+fn small_chunks() -> RepoParams {
+    RepoParams {
+        medium_chunks: ChunkSizes {
+            min: 4 << 10,
+            avg: 16 << 10,
+            max: 64 << 10,
+        },
+        ..RepoParams::default()
+    }
+}
+
+fn fixture_with(params: RepoParams) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(LocalStore::open(dir.path().join("store")).unwrap());
     let dek = DataKey::generate().unwrap();
@@ -29,7 +47,7 @@ fn fixture() -> Fixture {
         "vault-1",
         dek,
         &wrapped,
-        RepoParams::default(),
+        params,
     )
     .unwrap();
     Fixture { dir, repo, store }
@@ -197,9 +215,17 @@ fn stream_round_trip() {
     assert!(fs::read(&out).unwrap() == data);
 }
 
+/// With the default chunk sizes (each file restored by one thread) and with small
+/// ones (each by several).
 #[test]
 fn damage_is_reported_and_only_affected_files_fail() {
-    let f = fixture();
+    for params in [RepoParams::default(), small_chunks()] {
+        damage_is_reported_with(params);
+    }
+}
+
+fn damage_is_reported_with(params: RepoParams) {
+    let f = fixture_with(params);
     let src = f.dir.path().join("src");
     fs::create_dir_all(&src).unwrap();
     // Big enough for several packs.
@@ -236,4 +262,30 @@ fn damage_is_reported_and_only_affected_files_fail() {
             assert!(fs::read(&restored).unwrap() == fs::read(src.join(&name)).unwrap());
         }
     }
+}
+
+/// A file of many chunks (restored by several threads, each writing at its chunks'
+/// offsets) with runs of zeros in the middle and at the end: the content comes back
+/// equal, and the zero runs as holes.
+#[test]
+fn a_many_chunk_file_restores_equal_with_its_zero_runs_as_holes() {
+    use std::os::unix::fs::MetadataExt;
+    let f = fixture_with(small_chunks());
+    let src = f.dir.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    let mut data = pseudo_random(2 << 20, 11);
+    data.extend(vec![0u8; 4 << 20]);
+    data.extend(pseudo_random(2 << 20, 12));
+    data.extend(vec![0u8; 1 << 20]);
+    fs::write(src.join("image"), &data).unwrap();
+    let rp = backup(&f, &src);
+    let out = f.dir.path().join("out");
+    restore(&f, &rp.id, &out).unwrap();
+    let restored = out.join("image");
+    assert!(fs::read(&restored).unwrap() == data);
+    let allocated = fs::metadata(&restored).unwrap().blocks() * 512;
+    assert!(
+        allocated < (5 << 20) + (1 << 20),
+        "{allocated} bytes allocated for 4 MiB of data"
+    );
 }
