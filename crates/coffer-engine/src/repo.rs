@@ -380,16 +380,24 @@ impl Inner {
         format::open_meta(&self.dek, ObjectType::Manifest, &key, &bytes)
     }
 
-    /// Reads and verifies one chunk.
+    /// Where chunk `id` is stored, or the damage its absence from the index is.
+    pub(crate) fn locate(
+        index: &Index,
+        id: &coffer_crypto::ChunkId,
+    ) -> Result<crate::index::BlobLoc, EngineError> {
+        index.get(id).ok_or_else(|| EngineError::Damaged {
+            object: format!("chunk {}", &id.to_hex()[..16]),
+            reason: "missing from the index".into(),
+        })
+    }
+
+    /// Reads and verifies one chunk (its decoded length is the index's `raw_len`).
     pub(crate) fn read_chunk(
         &self,
         index: &Index,
         id: &coffer_crypto::ChunkId,
     ) -> Result<Vec<u8>, EngineError> {
-        let loc = index.get(id).ok_or_else(|| EngineError::Damaged {
-            object: format!("chunk {}", &id.to_hex()[..16]),
-            reason: "missing from the index".into(),
-        })?;
+        let loc = Self::locate(index, id)?;
         let (pack_id, entry) = index.entry(id, loc);
         pack::read_blob(
             self.store.as_ref(),

@@ -391,14 +391,7 @@ fn write_in_parallel(
     let mut placed = Vec::with_capacity(content.len());
     let mut pos = 0u64;
     for id in content {
-        let Some(loc) = index.get(id) else {
-            // The reader's error names the missing chunk.
-            let e = inner.read_chunk(index, id).err();
-            return Err(Ok(e.unwrap_or_else(|| {
-                EngineError::Internal("a chunk missing from the index was read".into())
-            })));
-        };
-        let len = u64::from(loc.raw_len());
+        let len = u64::from(Inner::locate(index, id).map_err(Ok)?.raw_len());
         placed.push((id, pos, len));
         pos += len;
     }
@@ -408,13 +401,8 @@ fn write_in_parallel(
         if progress.stop_requested() {
             return Err(Err(EngineError::Stopped));
         }
+        // Authenticated, and `len` bytes long (the reader checks the index's length).
         let data = inner.read_chunk(index, id).map_err(classify)?;
-        if data.len() as u64 != len {
-            return Err(Ok(EngineError::Damaged {
-                object: format!("chunk {}", &id.to_hex()[..16]),
-                reason: format!("{} bytes where the index says {len}", data.len()),
-            }));
-        }
         if !is_zero(&data) {
             f.write_all_at(&data, at).map_err(|e| Err(io_target(e)))?;
         }
