@@ -60,6 +60,18 @@ impl BlobLoc {
     pub(crate) fn raw_len(&self) -> u32 {
         self.raw_len_kind & !TREE_BIT
     }
+    /// The pack's number in the index (packs of one index compare by it).
+    pub(crate) fn pack_number(&self) -> u32 {
+        self.pack
+    }
+    /// Offset of the blob in its pack.
+    pub(crate) fn offset(&self) -> u32 {
+        self.offset
+    }
+    /// Offset just past the blob in its pack.
+    pub(crate) fn end(&self) -> u64 {
+        u64::from(self.offset) + u64::from(self.len)
+    }
 }
 
 /// The in-memory index of a repository: a sorted array of (chunk id, location),

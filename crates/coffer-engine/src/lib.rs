@@ -19,6 +19,7 @@ mod gc;
 mod index;
 mod lock;
 mod pack;
+mod prefetch;
 pub mod primitives;
 mod repo;
 mod restore;

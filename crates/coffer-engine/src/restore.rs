@@ -20,7 +20,7 @@ use std::{
     path::{Path, PathBuf},
     sync::{
         Mutex,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     thread,
 };
@@ -32,6 +32,7 @@ use filetime::FileTime;
 use crate::{
     EngineError, Progress, RestoreOutcome, RestoreRequest, RestoreTarget,
     index::Index,
+    prefetch::{self, Prefetch},
     repo::Inner,
     tree::{Node, NodeKind, Tree},
 };
@@ -219,39 +220,69 @@ impl Plan {
             .map(|n| n.get() * 2)
             .unwrap_or(4)
             .clamp(2, 16);
-        let (tx, rx) = bounded::<&(PathBuf, Node)>(n * 4);
+        // Files go to the threads in batches of neighbours in the tree, whose chunks
+        // are neighbours in the packs: a thread reads a batch's chunks in a few reads.
+        let (tx, rx) = bounded::<Vec<(&Path, &Node, &[ChunkId])>>(n * 4);
+        let src = Source::new(inner, index);
         thread::scope(|s| {
             for _ in 0..n {
                 let rx = rx.clone();
-                let (outcome, damaged, fatal) = (&outcome, &damaged, &fatal);
+                let (src, outcome, damaged, fatal) = (&src, &outcome, &damaged, &fatal);
                 s.spawn(move || {
-                    for (rel, node) in rx {
-                        let NodeKind::File { content } = &node.kind else {
-                            continue;
-                        };
-                        let p = target.join(rel);
-                        match restore_file(inner, index, &p, node, content, progress) {
-                            Ok(bytes) => {
-                                let mut o = outcome.lock().expect("not poisoned");
-                                o.files += 1;
-                                o.bytes += bytes;
-                            }
-                            Err(FileError::Damaged) => damaged
-                                .lock()
-                                .expect("not poisoned")
-                                .push(rel.display().to_string()),
-                            Err(FileError::Fatal(e)) => {
-                                fatal.lock().expect("not poisoned").get_or_insert(e);
+                    let mut prefetch = src.buffer();
+                    for batch in rx {
+                        // A many-chunk file is alone in its batch and prefetches its own.
+                        let small = batch
+                            .iter()
+                            .filter(|f| f.2.len() < PARALLEL_DECODE_MIN_CHUNKS);
+                        prefetch.load(inner, index, small.flat_map(|f| f.2));
+                        for (rel, node, content) in batch {
+                            let p = target.join(rel);
+                            match restore_file(src, &mut prefetch, &p, node, content, progress) {
+                                Ok(bytes) => {
+                                    let mut o = outcome.lock().expect("not poisoned");
+                                    o.files += 1;
+                                    o.bytes += bytes;
+                                }
+                                Err(FileError::Damaged) => damaged
+                                    .lock()
+                                    .expect("not poisoned")
+                                    .push(rel.display().to_string()),
+                                Err(FileError::Fatal(e)) => {
+                                    fatal.lock().expect("not poisoned").get_or_insert(e);
+                                }
                             }
                         }
                     }
+                    src.give_back(prefetch);
                 });
             }
             drop(rx);
-            for item in &self.items {
-                if matches!(item.1.kind, NodeKind::File { .. }) && tx.send(item).is_err() {
-                    break;
+            let mut batch = Vec::new();
+            let mut raw = 0u64;
+            for (rel, node) in &self.items {
+                let NodeKind::File { content } = &node.kind else {
+                    continue;
+                };
+                let file = (rel.as_path(), node, content.as_slice());
+                if content.len() >= PARALLEL_DECODE_MIN_CHUNKS {
+                    // Written by several threads, each with its own batches.
+                    if tx.send(vec![file]).is_err() {
+                        break;
+                    }
+                    continue;
                 }
+                batch.push(file);
+                raw += node.size;
+                if raw >= prefetch::BATCH_RAW || batch.len() >= BATCH_FILES {
+                    if tx.send(std::mem::take(&mut batch)).is_err() {
+                        break;
+                    }
+                    raw = 0;
+                }
+            }
+            if !batch.is_empty() {
+                let _ = tx.send(batch);
             }
             drop(tx);
         });
@@ -322,12 +353,50 @@ fn temp_path(p: &Path) -> Result<PathBuf, EngineError> {
 
 /// Files with at least this many chunks are decoded and written by several threads.
 const PARALLEL_DECODE_MIN_CHUNKS: usize = 32;
+/// Smaller files go to the restore threads in batches of at most this many (and about
+/// [`prefetch::BATCH_RAW`] bytes).
+const BATCH_FILES: usize = 256;
+
+/// Where restore's chunks come from: the repository, its index, and the prefetch
+/// buffers of the threads that have finished with theirs (reused, not reallocated).
+struct Source<'a> {
+    inner: &'a Inner,
+    index: &'a Index,
+    buffers: Mutex<Vec<Prefetch>>,
+}
+
+impl<'a> Source<'a> {
+    fn new(inner: &'a Inner, index: &'a Index) -> Self {
+        Self {
+            inner,
+            index,
+            buffers: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn buffer(&self) -> Prefetch {
+        self.buffers
+            .lock()
+            .expect("not poisoned")
+            .pop()
+            .unwrap_or_default()
+    }
+
+    fn give_back(&self, p: Prefetch) {
+        self.buffers.lock().expect("not poisoned").push(p);
+    }
+
+    /// Chunk `id`, verified, from `prefetch` when it holds it.
+    fn read(&self, prefetch: &Prefetch, id: &ChunkId) -> Result<Vec<u8>, ChunkError> {
+        prefetch.read(self.inner, self.index, id).map_err(classify)
+    }
+}
 
 /// Writes chunks into `f`, leaving holes for all-zero chunks. Returns bytes written.
 /// Err(Ok(e)) = damaged data, Err(Err(e)) = local I/O failure.
 fn write_chunks(
-    inner: &Inner,
-    index: &Index,
+    src: &Source,
+    prefetch: &mut Prefetch,
     f: &mut File,
     content: &[ChunkId],
     progress: &dyn Progress,
@@ -337,23 +406,26 @@ fn write_chunks(
         .clamp(1, 8);
     let pos = if content.len() < PARALLEL_DECODE_MIN_CHUNKS || threads == 1 {
         let mut pos = 0u64;
-        for id in content {
-            if progress.stop_requested() {
-                return Err(Err(EngineError::Stopped));
+        for batch in prefetch::batches(src.index, content) {
+            prefetch.ensure(src.inner, src.index, batch);
+            for id in batch {
+                if progress.stop_requested() {
+                    return Err(Err(EngineError::Stopped));
+                }
+                let data = src.read(prefetch, id)?;
+                if is_zero(&data) {
+                    f.seek(SeekFrom::Current(data.len() as i64))
+                        .map_err(|e| Err(io_target(e)))?;
+                } else {
+                    f.write_all(&data).map_err(|e| Err(io_target(e)))?;
+                }
+                pos += data.len() as u64;
+                progress.advance(data.len() as u64, 0);
             }
-            let data = inner.read_chunk(index, id).map_err(classify)?;
-            if is_zero(&data) {
-                f.seek(SeekFrom::Current(data.len() as i64))
-                    .map_err(|e| Err(io_target(e)))?;
-            } else {
-                f.write_all(&data).map_err(|e| Err(io_target(e)))?;
-            }
-            pos += data.len() as u64;
-            progress.advance(data.len() as u64, 0);
         }
         pos
     } else {
-        write_in_parallel(inner, index, f, content, threads, progress)?
+        write_in_parallel(src, f, content, threads, progress)?
     };
     f.set_len(pos).map_err(|e| Err(io_target(e)))?;
     Ok(pos)
@@ -374,55 +446,76 @@ fn is_zero(data: &[u8]) -> bool {
     data.iter().all(|&b| b == 0)
 }
 
-/// [`write_chunks`] on `threads` threads: thread t reads, authenticates, decompresses
-/// and writes chunks t, t+n, t+2n, ... at their offsets in the file (from the lengths
-/// in the index). Every thread writes: on a new file the copy into the file's pages
-/// is the larger cost, as it is the first touch of each page (a 2 GiB image restored
-/// to tmpfs: 54% of the CPU samples, against 10% for decryption, hashing and
-/// decompression). Returns the file's length.
+/// [`write_chunks`] on `threads` threads: each takes the next batch of neighbouring
+/// chunks, prefetches it, and authenticates, decompresses and writes its chunks at
+/// their offsets in the file (from the lengths in the index). Every thread writes: on
+/// a new file the copy into the file's pages is the larger cost, as it is the first
+/// touch of each page (a 2 GiB image restored to tmpfs: 54% of the CPU samples,
+/// against 10% for decryption, hashing and decompression). Returns the file's length.
 fn write_in_parallel(
-    inner: &Inner,
-    index: &Index,
+    src: &Source,
     f: &File,
     content: &[ChunkId],
     threads: usize,
     progress: &dyn Progress,
 ) -> Result<u64, ChunkError> {
-    let mut placed = Vec::with_capacity(content.len());
+    let mut offsets = Vec::with_capacity(content.len());
     let mut pos = 0u64;
     for id in content {
-        let len = u64::from(Inner::locate(index, id).map_err(Ok)?.raw_len());
-        placed.push((id, pos, len));
-        pos += len;
+        offsets.push(pos);
+        pos += u64::from(Inner::locate(src.index, id).map_err(Ok)?.raw_len());
     }
+    let batches: Vec<&[ChunkId]> = prefetch::batches(src.index, content).collect();
+    let next = AtomicUsize::new(0);
     let failed = Mutex::new(None::<ChunkError>);
     let stop = AtomicBool::new(false);
-    let write = |id: &ChunkId, at: u64, len: u64| -> Result<(), ChunkError> {
-        if progress.stop_requested() {
-            return Err(Err(EngineError::Stopped));
-        }
-        // Authenticated, and `len` bytes long (the reader checks the index's length).
-        let data = inner.read_chunk(index, id).map_err(classify)?;
-        if !is_zero(&data) {
-            f.write_all_at(&data, at).map_err(|e| Err(io_target(e)))?;
-        }
-        progress.advance(len, 0);
-        Ok(())
-    };
+    // Writes batch `b`, whose first chunk is chunk `first` of the file.
+    let write =
+        |prefetch: &mut Prefetch, batch: &[ChunkId], first: usize| -> Result<(), ChunkError> {
+            prefetch.load(src.inner, src.index, batch);
+            for (i, id) in batch.iter().enumerate() {
+                if stop.load(Ordering::Relaxed) {
+                    return Ok(()); // another thread failed; its error is reported
+                }
+                if progress.stop_requested() {
+                    return Err(Err(EngineError::Stopped));
+                }
+                // Authenticated, and as long as the index says (the reader checks).
+                let data = src.read(prefetch, id)?;
+                if !is_zero(&data) {
+                    f.write_all_at(&data, offsets[first + i])
+                        .map_err(|e| Err(io_target(e)))?;
+                }
+                progress.advance(data.len() as u64, 0);
+            }
+            Ok(())
+        };
+    let starts: Vec<usize> = batches
+        .iter()
+        .scan(0, |at, b| {
+            let first = *at;
+            *at += b.len();
+            Some(first)
+        })
+        .collect();
     thread::scope(|s| {
-        for t in 0..threads {
-            let (placed, failed, stop, write) = (&placed, &failed, &stop, &write);
+        for _ in 0..threads {
+            let (batches, starts, next, failed, stop, write) =
+                (&batches, &starts, &next, &failed, &stop, &write);
             s.spawn(move || {
-                for &(id, at, len) in placed.iter().skip(t).step_by(threads) {
-                    if stop.load(Ordering::Relaxed) {
+                let mut prefetch = src.buffer();
+                loop {
+                    let b = next.fetch_add(1, Ordering::Relaxed);
+                    if b >= batches.len() || stop.load(Ordering::Relaxed) {
                         break;
                     }
-                    if let Err(e) = write(id, at, len) {
-                        stop.store(true, Ordering::Relaxed);
+                    if let Err(e) = write(&mut prefetch, batches[b], starts[b]) {
                         failed.lock().expect("not poisoned").get_or_insert(e);
+                        stop.store(true, Ordering::Relaxed);
                         break;
                     }
                 }
+                src.give_back(prefetch);
             });
         }
     });
@@ -440,8 +533,8 @@ fn io_target(e: io::Error) -> EngineError {
 }
 
 fn restore_file(
-    inner: &Inner,
-    index: &Index,
+    src: &Source,
+    prefetch: &mut Prefetch,
     p: &Path,
     node: &Node,
     content: &[ChunkId],
@@ -467,7 +560,7 @@ fn restore_file(
         .mode_0600()
         .open(&write_path)
         .map_err(fatal)?;
-    let written = match write_chunks(inner, index, &mut f, content, progress) {
+    let written = match write_chunks(src, prefetch, &mut f, content, progress) {
         Ok(n) => n,
         Err(e) => {
             drop(f);
@@ -523,22 +616,26 @@ fn restore_stream(
     match target {
         RestoreTarget::Writer(mut w) => {
             let mut bytes = 0u64;
-            for id in content {
-                if progress.stop_requested() {
-                    return Err(EngineError::Stopped);
-                }
-                let data = inner.read_chunk(index, id).map_err(|e| match e {
-                    EngineError::Damaged { .. } => {
-                        EngineError::RestoreIncomplete(vec!["<stream>".into()])
+            let mut prefetch = Prefetch::default();
+            for batch in prefetch::batches(index, content) {
+                prefetch.load(inner, index, batch);
+                for id in batch {
+                    if progress.stop_requested() {
+                        return Err(EngineError::Stopped);
                     }
-                    other => other,
-                })?;
-                w.write_all(&data).map_err(|e| EngineError::Target {
-                    path: PathBuf::from("-"),
-                    source: e,
-                })?;
-                bytes += data.len() as u64;
-                progress.advance(data.len() as u64, 0);
+                    let data = prefetch.read(inner, index, id).map_err(|e| match e {
+                        EngineError::Damaged { .. } => {
+                            EngineError::RestoreIncomplete(vec!["<stream>".into()])
+                        }
+                        other => other,
+                    })?;
+                    w.write_all(&data).map_err(|e| EngineError::Target {
+                        path: PathBuf::from("-"),
+                        source: e,
+                    })?;
+                    bytes += data.len() as u64;
+                    progress.advance(data.len() as u64, 0);
+                }
             }
             w.flush().map_err(|e| EngineError::Target {
                 path: PathBuf::from("-"),
@@ -564,7 +661,8 @@ fn restore_stream(
             }
             let now_ns = filetime::FileTime::now().unix_seconds() * 1_000_000_000;
             let node = Node::stream_file(b"", content.to_vec(), size, now_ns);
-            match restore_file(inner, index, &p, &node, content, progress) {
+            let src = Source::new(inner, index);
+            match restore_file(&src, &mut src.buffer(), &p, &node, content, progress) {
                 Ok(bytes) => Ok(RestoreOutcome {
                     files: 1,
                     bytes,

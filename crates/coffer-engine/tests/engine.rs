@@ -9,7 +9,7 @@ use std::{
 
 use coffer_crypto::{DataKey, PlatformKey, SecretKey, WrappedKey};
 use coffer_engine::*;
-use coffer_store::{LocalStore, ObjectStore};
+use coffer_store::{LocalStore, ObjectKey, ObjectStore};
 
 struct Fixture {
     dir: tempfile::TempDir,
@@ -36,13 +36,21 @@ fn small_chunks() -> RepoParams {
 }
 
 fn fixture_with(params: RepoParams) -> Fixture {
+    fixture_over(params, |local| local)
+}
+
+/// A repository in a local store, seen through the store `over` makes of it.
+fn fixture_over(
+    params: RepoParams,
+    over: impl FnOnce(Arc<LocalStore>) -> Arc<dyn ObjectStore>,
+) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(LocalStore::open(dir.path().join("store")).unwrap());
     let dek = DataKey::generate().unwrap();
     let pmk = PlatformKey::new("pmk/1".into(), &SecretKey::generate().unwrap());
     let wrapped = WrappedKey::seal(&pmk, &dek, "vault-1", "now".into()).unwrap();
     let repo = Repository::create(
-        store.clone(),
+        over(store.clone()),
         dir.path().join("lock"),
         "vault-1",
         dek,
@@ -287,5 +295,97 @@ fn a_many_chunk_file_restores_equal_with_its_zero_runs_as_holes() {
     assert!(
         allocated < (5 << 20) + (1 << 20),
         "{allocated} bytes allocated for 4 MiB of data"
+    );
+}
+
+/// Counts the range reads that reach a store.
+#[derive(Debug)]
+struct CountingStore {
+    inner: Arc<LocalStore>,
+    ranges: std::sync::atomic::AtomicUsize,
+    reads_once: std::sync::atomic::AtomicUsize,
+}
+
+impl ObjectStore for CountingStore {
+    fn put(&self, key: &ObjectKey, data: &[u8]) -> Result<(), coffer_store::StoreError> {
+        self.inner.put(key, data)
+    }
+    fn get(&self, key: &ObjectKey) -> Result<Vec<u8>, coffer_store::StoreError> {
+        self.inner.get(key)
+    }
+    fn get_range(
+        &self,
+        key: &ObjectKey,
+        offset: u64,
+        len: u64,
+    ) -> Result<Vec<u8>, coffer_store::StoreError> {
+        self.ranges
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.inner.get_range(key, offset, len)
+    }
+    fn read_once(
+        &self,
+        key: &ObjectKey,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<usize, coffer_store::StoreError> {
+        self.reads_once
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.inner.read_once(key, offset, buf)
+    }
+    fn list(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<coffer_store::ObjectMeta>, coffer_store::StoreError> {
+        self.inner.list(prefix)
+    }
+    fn delete(&self, key: &ObjectKey) -> Result<(), coffer_store::StoreError> {
+        self.inner.delete(key)
+    }
+    fn size(&self, key: &ObjectKey) -> Result<Option<u64>, coffer_store::StoreError> {
+        self.inner.size(key)
+    }
+}
+
+/// Restore reads the chunks of neighbouring small files, and of a many-chunk file, in
+/// a few large reads per pack rather than one read per chunk, and restores them equal.
+#[test]
+fn restore_reads_neighbouring_chunks_together() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let counting = std::sync::OnceLock::<Arc<CountingStore>>::new();
+    let f = fixture_over(small_chunks(), |local| {
+        let store = Arc::new(CountingStore {
+            inner: local,
+            ranges: 0.into(),
+            reads_once: 0.into(),
+        });
+        counting.set(store.clone()).unwrap();
+        store
+    });
+    let store = counting.get().unwrap();
+    let src = f.dir.path().join("src");
+    fs::create_dir_all(src.join("many")).unwrap();
+    for i in 0..600 {
+        fs::write(
+            src.join("many").join(format!("f{i:03}")),
+            pseudo_random(3000, i + 1),
+        )
+        .unwrap();
+    }
+    // About 200 chunks of 4–64 KiB.
+    fs::write(src.join("image"), pseudo_random(3 << 20, 7)).unwrap();
+    let rp = backup(&f, &src);
+    let chunks = 600 + (3 << 20) / (64 << 10);
+    store.ranges.store(0, Relaxed);
+    store.reads_once.store(0, Relaxed);
+    let out = f.dir.path().join("out");
+    restore(&f, &rp.id, &out).unwrap();
+    assert_same_tree(&src, &out);
+    let (ranges, once) = (store.ranges.load(Relaxed), store.reads_once.load(Relaxed));
+    // Trees are read alone; data in runs (the packs number a handful).
+    assert!(ranges <= 4, "{ranges} single-chunk reads");
+    assert!(
+        once >= 1 && once * 10 < chunks as usize,
+        "{once} reads for {chunks} chunks"
     );
 }

@@ -14,6 +14,10 @@ pub use sealed::SealedStore;
 
 use std::fmt;
 
+/// Alignment of buffers, offsets and lengths for [`ObjectStore::read_once`] to bypass
+/// the cache (covers 512-byte and 4 KiB logical blocks).
+pub const DIRECT_IO_ALIGN: usize = 4096;
+
 /// The name of an object: `/`-separated segments of `[a-z0-9._-]`.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ObjectKey(String);
@@ -150,6 +154,23 @@ pub trait ObjectStore: Send + Sync + fmt::Debug {
     fn get(&self, key: &ObjectKey) -> Result<Vec<u8>, StoreError>;
     /// Reads `len` bytes at `offset`.
     fn get_range(&self, key: &ObjectKey, offset: u64, len: u64) -> Result<Vec<u8>, StoreError>;
+    /// Reads into `buf` the bytes at `offset`, up to `buf.len()` or the object's end,
+    /// and returns how many it read. For a reader that streams through an object once
+    /// (restore): a store may bypass its cache, and [`LocalStore`] does (`O_DIRECT`)
+    /// when `buf`'s address, `offset` and `buf.len()` are multiples of
+    /// [`DIRECT_IO_ALIGN`]. The default reads through [`ObjectStore::get_range`].
+    fn read_once(&self, key: &ObjectKey, offset: u64, buf: &mut [u8]) -> Result<usize, StoreError> {
+        let size = self
+            .size(key)?
+            .ok_or_else(|| StoreError::NotFound(key.clone()))?;
+        let n = (buf.len() as u64).min(size.saturating_sub(offset));
+        if n == 0 {
+            return Ok(0);
+        }
+        let data = self.get_range(key, offset, n)?;
+        buf[..data.len()].copy_from_slice(&data);
+        Ok(data.len())
+    }
     /// Lists objects whose key starts with `prefix` (a directory-like prefix such as `data/`).
     fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError>;
     /// Deletes an object; deleting a missing object is not an error.

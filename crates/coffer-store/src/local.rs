@@ -14,7 +14,7 @@
 use std::{
     fs::{self, File, OpenOptions},
     io::{ErrorKind, Read, Seek, SeekFrom, Write},
-    os::unix::fs::OpenOptionsExt,
+    os::unix::fs::{FileExt, OpenOptionsExt},
     path::{Path, PathBuf},
 };
 
@@ -162,6 +162,28 @@ impl ObjectStore for LocalStore {
         Ok(buf)
     }
 
+    fn read_once(&self, key: &ObjectKey, offset: u64, buf: &mut [u8]) -> Result<usize, StoreError> {
+        let path = self.path(key);
+        let err = |e: std::io::Error| match e.kind() {
+            ErrorKind::NotFound => StoreError::NotFound(key.clone()),
+            _ => StoreError::io(key.to_string(), e),
+        };
+        let f = match direct::open_for_read(&path, offset, buf).map_err(err)? {
+            Some(f) => f,
+            None => File::open(&path).map_err(err)?,
+        };
+        let mut got = 0;
+        while got < buf.len() {
+            match f.read_at(&mut buf[got..], offset + got as u64) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(err(e)),
+            }
+        }
+        Ok(got)
+    }
+
     fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
         let mut out = Vec::new();
         let start = self.root.join(prefix.trim_end_matches('/'));
@@ -194,15 +216,14 @@ impl ObjectStore for LocalStore {
     }
 }
 
-/// `O_DIRECT` writes of large objects.
+/// `O_DIRECT` writes of large objects, and reads for [`ObjectStore::read_once`].
 mod direct {
     use std::{cell::RefCell, fs::OpenOptions, io, path::Path};
 
     /// Objects at least this large bypass the page cache.
     pub(super) const MIN_LEN: usize = 1 << 20;
-    /// Alignment of buffer addresses, file offsets and lengths (covers 512-byte and
-    /// 4 KiB logical blocks).
-    const ALIGN: usize = 4096;
+    /// Alignment of buffer addresses, file offsets and lengths.
+    const ALIGN: usize = crate::DIRECT_IO_ALIGN;
     /// Size of the per-thread bounce buffer for unaligned data.
     const BOUNCE: usize = 4 << 20;
 
@@ -245,6 +266,42 @@ mod direct {
         f.set_len(data.len() as u64)?;
         f.sync_all()?;
         Ok(true)
+    }
+
+    /// Opens `path` for an `O_DIRECT` read of `buf` at `offset`: `None` when they are
+    /// not aligned or the file system refuses direct I/O (the caller then opens it the
+    /// ordinary way).
+    #[cfg(target_os = "linux")]
+    pub(super) fn open_for_read(
+        path: &Path,
+        offset: u64,
+        buf: &[u8],
+    ) -> io::Result<Option<std::fs::File>> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let aligned = buf.as_ptr().align_offset(ALIGN) == 0
+            && offset.is_multiple_of(ALIGN as u64)
+            && buf.len().is_multiple_of(ALIGN);
+        if !aligned || buf.is_empty() {
+            return Ok(None);
+        }
+        match OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(path)
+        {
+            Ok(f) => Ok(Some(f)),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    pub(super) fn open_for_read(
+        _path: &Path,
+        _offset: u64,
+        _buf: &[u8],
+    ) -> io::Result<Option<std::fs::File>> {
+        Ok(None)
     }
 
     #[cfg(not(target_os = "linux"))]
@@ -371,5 +428,41 @@ mod tests {
             assert_eq!(s.get_range(&k, 3, 5000).unwrap(), part[3..5003]);
         }
         assert_eq!(fs::read_dir(dir.path().join(TMP_DIR)).unwrap().count(), 0);
+    }
+
+    /// `read_once` gives the same bytes with an aligned buffer (`O_DIRECT` where the
+    /// file system allows it) as without, stops at the object's end, and reports a
+    /// missing object.
+    #[test]
+    fn read_once_reads_up_to_the_end_aligned_or_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = LocalStore::open(dir.path()).unwrap();
+        let data: Vec<u8> = (0..direct::MIN_LEN * 3 + 777)
+            .map(|i| (i * 31 % 251) as u8)
+            .collect();
+        let k = ObjectKey::new("data/00/pack").unwrap();
+        s.put(&k, &data).unwrap();
+        let mut raw = vec![0u8; (4 << 20) + 2 * crate::DIRECT_IO_ALIGN];
+        let base = raw.as_ptr().align_offset(crate::DIRECT_IO_ALIGN);
+        for (offset, len, shift) in [
+            (0usize, 1usize << 20, 0usize),
+            (8192, 64 << 10, 0),
+            (direct::MIN_LEN * 3 - 4096, 2 << 20, 0), // past the end
+            (5, 100_000, 0),
+            (4096, 4096, 1),       // unaligned buffer
+            (data.len(), 4096, 0), // at the end
+        ] {
+            let buf = &mut raw[base + shift..base + shift + len];
+            buf.fill(0xEE);
+            let got = s.read_once(&k, offset as u64, buf).unwrap();
+            let want = &data[offset.min(data.len())..(offset + len).min(data.len())];
+            assert_eq!(got, want.len(), "read at {offset}");
+            assert!(&buf[..got] == want, "bytes at {offset}");
+        }
+        let missing = ObjectKey::new("data/00/none").unwrap();
+        assert!(matches!(
+            s.read_once(&missing, 0, &mut raw[base..base + 4096]),
+            Err(StoreError::NotFound(_))
+        ));
     }
 }

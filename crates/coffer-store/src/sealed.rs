@@ -223,6 +223,11 @@ mod tests {
                         &data[off as usize..(off + l) as usize]
                     );
                 }
+                // The default read_once: up to the buffer's length or the object's end.
+                let mut buf = vec![0u8; l as usize + 100];
+                let got = s.read_once(&k, off, &mut buf).unwrap();
+                let want = &data[(off as usize).min(len)..(off as usize + buf.len()).min(len)];
+                assert_eq!(&buf[..got], want);
             }
         }
         assert_eq!(
