@@ -9,7 +9,8 @@
 //! process memory to the device without being copied into freshly allocated page
 //! cache, which on the measured VMs cost more CPU than compressing them (see
 //! `docs/performance.md`). The file is still fsynced and renamed exactly as above;
-//! a file system that refuses `O_DIRECT` gets an ordinary buffered write.
+//! a file system that refuses `O_DIRECT` gets an ordinary buffered write. Restore's
+//! reads (`read_once` into an aligned buffer) bypass the page cache the same way.
 
 use std::{
     fs::{self, File, OpenOptions},
