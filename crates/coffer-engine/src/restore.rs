@@ -465,11 +465,18 @@ fn write_in_parallel(
         offsets.push(pos);
         pos += u64::from(Inner::locate(src.index, id).map_err(Ok)?.raw_len());
     }
-    let batches: Vec<&[ChunkId]> = prefetch::batches(src.index, content).collect();
+    // Each batch with the file's number of its first chunk.
+    let batches: Vec<(usize, &[ChunkId])> = prefetch::batches(src.index, content)
+        .scan(0, |at, b| {
+            let first = *at;
+            *at += b.len();
+            Some((first, b))
+        })
+        .collect();
     let next = AtomicUsize::new(0);
     let failed = Mutex::new(None::<ChunkError>);
     let stop = AtomicBool::new(false);
-    // Writes batch `b`, whose first chunk is chunk `first` of the file.
+    // Writes `batch`, whose first chunk is chunk `first` of the file.
     let write =
         |prefetch: &mut Prefetch, batch: &[ChunkId], first: usize| -> Result<(), ChunkError> {
             prefetch.load(src.inner, src.index, batch);
@@ -490,18 +497,9 @@ fn write_in_parallel(
             }
             Ok(())
         };
-    let starts: Vec<usize> = batches
-        .iter()
-        .scan(0, |at, b| {
-            let first = *at;
-            *at += b.len();
-            Some(first)
-        })
-        .collect();
     thread::scope(|s| {
         for _ in 0..threads {
-            let (batches, starts, next, failed, stop, write) =
-                (&batches, &starts, &next, &failed, &stop, &write);
+            let (batches, next, failed, stop, write) = (&batches, &next, &failed, &stop, &write);
             s.spawn(move || {
                 let mut prefetch = src.buffer();
                 loop {
@@ -509,7 +507,8 @@ fn write_in_parallel(
                     if b >= batches.len() || stop.load(Ordering::Relaxed) {
                         break;
                     }
-                    if let Err(e) = write(&mut prefetch, batches[b], starts[b]) {
+                    let (first, batch) = batches[b];
+                    if let Err(e) = write(&mut prefetch, batch, first) {
                         failed.lock().expect("not poisoned").get_or_insert(e);
                         stop.store(true, Ordering::Relaxed);
                         break;
