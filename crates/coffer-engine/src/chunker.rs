@@ -118,6 +118,35 @@ pub(crate) fn fill(reader: &mut impl Read, buf: &mut [u8], end: &mut usize) -> i
     Ok(false)
 }
 
+/// Rolls the four lanes' hashes `h` from lane offset `i` up to the first offset
+/// where any lane has a candidate (its hashes then include that byte), or to the
+/// lanes' end; returns that offset. A loop with nothing else in it, so that every
+/// value it needs stays in a register.
+#[inline(always)]
+fn run_lanes(
+    l: [&[u8]; LANES],
+    mut i: usize,
+    gear: &[u64; 256],
+    mb: u64,
+    h: &mut [u64; LANES],
+) -> usize {
+    let [mut h0, mut h1, mut h2, mut h3] = *h;
+    let n = l[0].len();
+    let (l0, l1, l2, l3) = (&l[0][..n], &l[1][..n], &l[2][..n], &l[3][..n]);
+    while i < n {
+        h0 = (h0 << 1).wrapping_add(gear[l0[i] as usize]);
+        h1 = (h1 << 1).wrapping_add(gear[l1[i] as usize]);
+        h2 = (h2 << 1).wrapping_add(gear[l2[i] as usize]);
+        h3 = (h3 << 1).wrapping_add(gear[l3[i] as usize]);
+        if (h0 & mb == 0) | (h1 & mb == 0) | (h2 & mb == 0) | (h3 & mb == 0) {
+            break;
+        }
+        i += 1;
+    }
+    *h = [h0, h1, h2, h3];
+    i
+}
+
 /// Records the lanes whose hash is a candidate at lane offset `i` (rare: out of line).
 #[cold]
 #[inline(never)]
@@ -191,32 +220,32 @@ impl Chunker {
         let lane_len = region.len() / LANES;
         let mut tail_from = 0;
         if lane_len >= 4 * self.settle {
-            // Four lanes in lock step (independent dependency chains).
-            let (mut h0, mut h1, mut h2, mut h3) = (
+            // Four lanes in lock step (independent dependency chains), in a tight loop
+            // that only stops at a (rare) candidate.
+            let mut h = [
                 hash,
                 warm(from + lane_len),
                 warm(from + 2 * lane_len),
                 warm(from + 3 * lane_len),
-            );
+            ];
             let lane = |k: usize| &region[k * lane_len..(k + 1) * lane_len];
-            let (l0, l1, l2, l3) = (lane(0), lane(1), lane(2), lane(3));
+            let l = [lane(0), lane(1), lane(2), lane(3)];
             for lane in lanes.iter_mut() {
                 lane.clear();
             }
-            for i in 0..lane_len {
-                h0 = (h0 << 1).wrapping_add(gear[l0[i] as usize]);
-                h1 = (h1 << 1).wrapping_add(gear[l1[i] as usize]);
-                h2 = (h2 << 1).wrapping_add(gear[l2[i] as usize]);
-                h3 = (h3 << 1).wrapping_add(gear[l3[i] as usize]);
-                if (h0 & mb == 0) | (h1 & mb == 0) | (h2 & mb == 0) | (h3 & mb == 0) {
-                    let pos = base + (from + i) as u64;
-                    record(lanes, [h0, h1, h2, h3], mb, pos, lane_len as u64);
+            let mut i = 0;
+            loop {
+                i = run_lanes(l, i, gear, mb, &mut h);
+                if i == lane_len {
+                    break;
                 }
+                record(lanes, h, mb, base + (from + i) as u64, lane_len as u64);
+                i += 1;
             }
             for lane in lanes.iter() {
                 out.extend_from_slice(lane);
             }
-            hash = h3;
+            hash = h[3];
             tail_from = LANES * lane_len;
         }
         for (i, &b) in region[tail_from..].iter().enumerate() {
