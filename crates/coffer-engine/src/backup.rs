@@ -88,11 +88,17 @@ impl ChunkData {
     }
 }
 
-/// Chunks queued between the walker and the workers: a few milliseconds of work
-/// (about 4 MiB at the 64 KiB average), so that a descheduled walker or worker on a
-/// busy machine does not stall the other side at once. Large files' chunks refer to
-/// shared read blocks, so this costs a few blocks of memory, not copies.
-const JOB_QUEUE: usize = 64;
+/// Batches of chunks queued between the walker and the workers: a few milliseconds
+/// of work (about 4 MiB), so that a descheduled walker or worker on a busy machine
+/// does not stall the other side at once. Large files' chunks refer to shared read
+/// blocks, so this costs a few blocks of memory, not copies.
+const JOB_QUEUE: usize = 16;
+
+/// Chunks go to the workers in batches of up to this many bytes or [`BATCH_JOBS`]
+/// chunks: one channel operation (and at most one wake-up) per batch instead of per
+/// chunk, which for small files cost more than hashing them.
+const BATCH_BYTES: usize = 256 << 10;
+const BATCH_JOBS: usize = 64;
 
 /// Files at least this large are hashed by the workers (the walker only reads and
 /// chunks them); smaller ones are hashed inline, where a round trip would cost more.
@@ -143,7 +149,7 @@ pub(crate) fn run(
     let written = Mutex::new(Written::default());
     let queued = Mutex::new(IdSet::default());
     let n_workers = workers();
-    let (tx, rx) = bounded::<Job>(JOB_QUEUE);
+    let (tx, rx) = bounded::<Vec<Job>>(JOB_QUEUE);
     let (pack_tx, pack_rx) = bounded::<FinishedPack>(0);
     let pools = Pools {
         chunks: bounded(n_workers * 6 + 2),
@@ -168,6 +174,8 @@ pub(crate) fn run(
             index: &index,
             queued: &queued,
             tx,
+            batch: Vec::new(),
+            batch_bytes: 0,
             pools,
             progress,
             stats: Stats::default(),
@@ -178,6 +186,7 @@ pub(crate) fn run(
             BackupSource::Directory(ref path) => walker.backup_root(path, parent.as_ref()),
             BackupSource::Stream(reader) => walker.backup_stream(reader, req.time),
         };
+        let root = root.and_then(|root| walker.flush().map(|()| root));
         let Walker {
             tx,
             stats,
@@ -284,7 +293,7 @@ fn worker(
     inner: &Inner,
     index: &Index,
     queued: &Mutex<IdSet>,
-    rx: Receiver<Job>,
+    rx: Receiver<Vec<Job>>,
     packs: Sender<FinishedPack>,
     pools: &Pools,
     stop: &AtomicBool,
@@ -301,7 +310,7 @@ fn worker(
     // After a failure, keep draining (and answering) jobs so the walker never waits
     // on a reply that cannot come; the error is returned at the end.
     let mut failed: Option<EngineError> = None;
-    for job in rx {
+    for job in rx.iter().flatten() {
         let (id, new) = match job.id {
             Some(id) => (id, true),
             None => {
@@ -367,7 +376,10 @@ struct Walker<'a> {
     inner: &'a Inner,
     index: &'a Index,
     queued: &'a Mutex<IdSet>,
-    tx: Sender<Job>,
+    tx: Sender<Vec<Job>>,
+    /// Jobs not yet sent, and their bytes.
+    batch: Vec<Job>,
+    batch_bytes: usize,
     /// Recycled buffers.
     pools: &'a Pools,
     progress: &'a dyn Progress,
@@ -417,9 +429,25 @@ impl Walker<'_> {
         Ok(())
     }
 
-    fn send(&self, job: Job) -> Result<(), EngineError> {
+    /// Queues `job` for the workers (sent with its batch).
+    fn send(&mut self, job: Job) -> Result<(), EngineError> {
+        self.batch_bytes += job.data.bytes().len();
+        self.batch.push(job);
+        if self.batch_bytes >= BATCH_BYTES || self.batch.len() >= BATCH_JOBS {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Sends the jobs queued so far (their replies, if any, can come only then).
+    fn flush(&mut self) -> Result<(), EngineError> {
+        self.batch_bytes = 0;
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH_JOBS));
         self.tx
-            .send(job)
+            .send(batch)
             .map_err(|_| EngineError::Internal("backup workers stopped".into()))
     }
 
@@ -535,6 +563,9 @@ impl Walker<'_> {
             })
         };
         self.read_buf = buf;
+        // Every job waited for below must be sent, and none left holding a reply sender.
+        let flushed = if parallel { self.flush() } else { Ok(()) };
+        let n = n.and_then(|n| flushed.map(|()| n).map_err(ReadOrEngine::Engine));
         drop(reply_tx);
         if parallel {
             let mut slots: Vec<Option<ChunkId>> = vec![None; count];
