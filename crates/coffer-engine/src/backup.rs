@@ -6,8 +6,8 @@
 //!                            │       size, four-lane candidate scan)
 //!                            ├ small file: keyed hash ─ dedup check ─ new? ─ copy ─┐
 //!                            └ file ≥ 8 MiB or stream: read in shared blocks      ┤ bounded
-//!                              (read and scanned by the walker alone),             │ channel
-//!                              chunks sent unhashed as block ranges, not copies ───┤
+//!                              (read and scanned by the walker alone),             │ channel,
+//!                              chunks sent unhashed as block ranges, not copies ───┤ batches
 //! N workers:      [keyed hash ─ dedup check ─ id back to the walker, in order]
 //!                 ─ compress (zstd, skipped when incompressible) straight into the open pack
 //!                 ─ encrypt in place ─ full pack ─┐ rendezvous channel
@@ -16,10 +16,10 @@
 //! ```
 //! The walker builds the trees itself (a chunk's id is known as soon as it is
 //! hashed, or comes back from the workers before the file's node is made). Memory is
-//! bounded by the channel (and the few read blocks its chunks refer to), one read
-//! window, one open pack per worker, one pack being written and one spare pack
-//! buffer; chunk copies, read blocks and pack buffers are recycled rather than
-//! allocated per chunk, block or pack.
+//! bounded by the channel of batches (and the few read blocks their chunks refer
+//! to), one read window, one open pack per worker, one pack being written and one
+//! spare pack buffer; chunk copies, read blocks and pack buffers are recycled rather
+//! than allocated per chunk, block or pack.
 
 use std::{
     fs::{self, File, Metadata},
