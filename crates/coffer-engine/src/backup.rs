@@ -36,6 +36,8 @@ use std::{
 
 use coffer_crypto::ChunkId;
 use crossbeam_channel::{Receiver, Sender, bounded};
+use rustix::fs::{Mode, OFlags};
+use std::os::fd::OwnedFd;
 
 use crate::{
     BackupOutcome, BackupRequest, BackupSource, EngineError, Progress, RecoveryPointInfo,
@@ -633,10 +635,18 @@ impl Walker<'_> {
         parent: Option<Tree>,
     ) -> Result<ChunkId, EngineError> {
         self.stats.dirs += 1;
-        let mut entries: Vec<(Vec<u8>, PathBuf)> = match fs::read_dir(path) {
+        // Entries are looked at (`fstatat`) and opened (`openat`) relative to the
+        // directory, not by their whole path: no path walk per file.
+        let dir = rustix::fs::open(
+            path,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .ok();
+        let mut entries: Vec<(Vec<u8>, std::io::Result<Metadata>)> = match fs::read_dir(path) {
             Ok(rd) => rd
                 .filter_map(|e| match e {
-                    Ok(e) => Some((e.file_name().as_bytes().to_vec(), e.path())),
+                    Ok(e) => Some((e.file_name().as_bytes().to_vec(), e.metadata())),
                     Err(err) => {
                         self.warnings.push(warning(
                             WARN_DIRECTORY_NOT_READABLE,
@@ -659,14 +669,15 @@ impl Walker<'_> {
         entries.sort_by(|a, b| a.0.cmp(&b.0));
         let parent_nodes = parent.map(|t| t.nodes).unwrap_or_default();
         let mut nodes = Vec::with_capacity(entries.len());
-        for (name, child) in entries {
+        for (name, meta) in entries {
             self.check_stop()?;
             let child_rel = rel.join(std::ffi::OsStr::from_bytes(&name));
+            let child = path.join(std::ffi::OsStr::from_bytes(&name));
             let prev = parent_nodes
                 .binary_search_by(|n| n.name.as_slice().cmp(&name))
                 .ok()
                 .map(|i| &parent_nodes[i]);
-            let meta = match fs::symlink_metadata(&child) {
+            let meta = match meta {
                 Ok(m) => m,
                 Err(err) => {
                     self.warnings.push(warning(
@@ -701,7 +712,7 @@ impl Walker<'_> {
                     }
                 }
             } else if ft.is_file() {
-                match self.backup_file(&child, &meta, prev) {
+                match self.backup_file(dir.as_ref(), &name, &meta, prev) {
                     Ok((k, size)) => {
                         let mut node = node_from(name, k, &meta);
                         node.size = size;
@@ -734,7 +745,8 @@ impl Walker<'_> {
     /// Backs up one regular file; returns its node kind and the number of bytes stored.
     fn backup_file(
         &mut self,
-        path: &Path,
+        dir: Option<&OwnedFd>,
+        name: &[u8],
         meta: &Metadata,
         prev: Option<&Node>,
     ) -> Result<(NodeKind, u64), std::io::Error> {
@@ -758,7 +770,15 @@ impl Walker<'_> {
                 meta.len(),
             ));
         }
-        let file = File::open(path)?;
+        let file = match dir {
+            Some(dir) => File::from(rustix::fs::openat(
+                dir,
+                name,
+                OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NOFOLLOW,
+                Mode::empty(),
+            )?),
+            None => return Err(std::io::Error::other("its directory cannot be opened")),
+        };
         let (content, size) = self.content(file, meta.len()).map_err(|e| match e {
             EngineError::Source { source, .. } => source,
             other => std::io::Error::other(other.to_string()),
