@@ -25,6 +25,7 @@ use std::{
     fs::{self, File, Metadata},
     io::Read,
     ops::Range,
+    os::fd::OwnedFd,
     os::unix::{ffi::OsStrExt, fs::MetadataExt},
     path::{Path, PathBuf},
     sync::{
@@ -37,7 +38,6 @@ use std::{
 use coffer_crypto::ChunkId;
 use crossbeam_channel::{Receiver, Sender, bounded};
 use rustix::fs::{Mode, OFlags};
-use std::os::fd::OwnedFd;
 
 use crate::{
     BackupOutcome, BackupRequest, BackupSource, EngineError, Progress, RecoveryPointInfo,
@@ -637,33 +637,37 @@ impl Walker<'_> {
         self.stats.dirs += 1;
         // Entries are looked at (`fstatat`) and opened (`openat`) relative to the
         // directory, not by their whole path: no path walk per file.
-        let dir = rustix::fs::open(
+        let listed = rustix::fs::open(
             path,
             OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
         )
-        .ok();
-        let mut entries: Vec<(Vec<u8>, std::io::Result<Metadata>)> = match fs::read_dir(path) {
-            Ok(rd) => rd
-                .filter_map(|e| match e {
-                    Ok(e) => Some((e.file_name().as_bytes().to_vec(), e.metadata())),
-                    Err(err) => {
-                        self.warnings.push(warning(
-                            WARN_DIRECTORY_NOT_READABLE,
-                            rel,
-                            format!("cannot list an entry: {err}"),
-                        ));
-                        None
-                    }
-                })
-                .collect(),
+        .map_err(std::io::Error::from)
+        .and_then(|dir| Ok((dir, fs::read_dir(path)?)));
+        let (dir, mut entries): (_, Vec<(Vec<u8>, std::io::Result<Metadata>)>) = match listed {
+            Ok((dir, rd)) => {
+                let entries = rd
+                    .filter_map(|e| match e {
+                        Ok(e) => Some((e.file_name().as_bytes().to_vec(), e.metadata())),
+                        Err(err) => {
+                            self.warnings.push(warning(
+                                WARN_DIRECTORY_NOT_READABLE,
+                                rel,
+                                format!("cannot list an entry: {err}"),
+                            ));
+                            None
+                        }
+                    })
+                    .collect();
+                (Some(dir), entries)
+            }
             Err(err) => {
                 self.warnings.push(warning(
                     WARN_DIRECTORY_NOT_READABLE,
                     rel,
                     format!("directory skipped, cannot be read: {err}"),
                 ));
-                Vec::new()
+                (None, Vec::new())
             }
         };
         entries.sort_by(|a, b| a.0.cmp(&b.0));
@@ -672,7 +676,7 @@ impl Walker<'_> {
         for (name, meta) in entries {
             self.check_stop()?;
             let child_rel = rel.join(std::ffi::OsStr::from_bytes(&name));
-            let child = path.join(std::ffi::OsStr::from_bytes(&name));
+            let child = || path.join(std::ffi::OsStr::from_bytes(&name));
             let prev = parent_nodes
                 .binary_search_by(|n| n.name.as_slice().cmp(&name))
                 .ok()
@@ -695,10 +699,10 @@ impl Walker<'_> {
                     _ => None,
                 };
                 NodeKind::Dir {
-                    tree: self.backup_dir(&child, &child_rel, prev_tree)?,
+                    tree: self.backup_dir(&child(), &child_rel, prev_tree)?,
                 }
             } else if ft.is_symlink() {
-                match fs::read_link(&child) {
+                match fs::read_link(child()) {
                     Ok(t) => NodeKind::Symlink {
                         target: t.as_os_str().as_bytes().to_vec(),
                     },
@@ -712,7 +716,8 @@ impl Walker<'_> {
                     }
                 }
             } else if ft.is_file() {
-                match self.backup_file(dir.as_ref(), &name, &meta, prev) {
+                let dir = dir.as_ref().expect("entries come from a listed directory");
+                match self.backup_file(dir, &name, &meta, prev) {
                     Ok((k, size)) => {
                         let mut node = node_from(name, k, &meta);
                         node.size = size;
@@ -745,7 +750,7 @@ impl Walker<'_> {
     /// Backs up one regular file; returns its node kind and the number of bytes stored.
     fn backup_file(
         &mut self,
-        dir: Option<&OwnedFd>,
+        dir: &OwnedFd,
         name: &[u8],
         meta: &Metadata,
         prev: Option<&Node>,
@@ -770,15 +775,13 @@ impl Walker<'_> {
                 meta.len(),
             ));
         }
-        let file = match dir {
-            Some(dir) => File::from(rustix::fs::openat(
-                dir,
-                name,
-                OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NOFOLLOW,
-                Mode::empty(),
-            )?),
-            None => return Err(std::io::Error::other("its directory cannot be opened")),
-        };
+        // O_NOFOLLOW: a file replaced by a symlink since it was looked at is skipped.
+        let file = File::from(rustix::fs::openat(
+            dir,
+            name,
+            OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NOFOLLOW,
+            Mode::empty(),
+        )?);
         let (content, size) = self.content(file, meta.len()).map_err(|e| match e {
             EngineError::Source { source, .. } => source,
             other => std::io::Error::other(other.to_string()),
