@@ -38,25 +38,53 @@ impl AeadKey {
             .expect("AES-GCM sealing cannot fail for in-memory buffers below 64 GiB");
     }
 
-    /// Encrypts `buf[start..]` in place and appends its tag, leaving `buf[..start]`
-    /// untouched (sealing a blob where it lies in a pack buffer). `nonce` must never
-    /// repeat under this key.
-    pub fn seal_tail_in_place(
+    /// Encrypts `buf[..buf.len() - TAG_LEN]` in place and writes its tag into the last
+    /// [`TAG_LEN`] bytes (sealing a blob where it lies in a pack buffer). `nonce` must
+    /// never repeat under this key.
+    ///
+    /// # Panics
+    /// If `buf` is shorter than a tag.
+    pub fn seal_in_slice(&self, nonce: [u8; NONCE_BYTES], aad: &[u8], buf: &mut [u8]) {
+        let (plain, tag_out) = buf.split_at_mut(buf.len() - TAG_LEN);
+        let tag = self
+            .0
+            .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), plain)
+            .expect("AES-GCM sealing cannot fail for in-memory buffers below 64 GiB");
+        tag_out.copy_from_slice(tag.as_ref());
+    }
+
+    /// Seals the plaintext `head ‖ body` into `out`, which must be exactly
+    /// `head.len() + body.len() + TAG_LEN` bytes: the same ciphertext and tag as
+    /// [`AeadKey::seal_in_place`] of the concatenation, without copying `body` first
+    /// (an incompressible chunk goes from the read buffer into the pack encrypted).
+    /// `nonce` must never repeat under this key.
+    ///
+    /// # Panics
+    /// If `out` has another length.
+    pub fn seal_concat_into(
         &self,
         nonce: [u8; NONCE_BYTES],
         aad: &[u8],
-        buf: &mut Vec<u8>,
-        start: usize,
+        head: &[u8],
+        body: &[u8],
+        out: &mut [u8],
     ) {
-        let tag = self
-            .0
-            .seal_in_place_separate_tag(
+        assert_eq!(
+            out.len(),
+            head.len() + body.len() + TAG_LEN,
+            "sealed length"
+        );
+        let (head_out, body_out) = out.split_at_mut(head.len());
+        self.0
+            .seal_out_of_place_scatter(
                 Nonce::assume_unique_for_key(nonce),
                 Aad::from(aad),
-                &mut buf[start..],
+                head,
+                head_out,
+                body,
+                body_out,
             )
             .expect("AES-GCM sealing cannot fail for in-memory buffers below 64 GiB");
-        buf.extend_from_slice(tag.as_ref());
     }
 
     /// Decrypts `buf` (ciphertext ‖ tag) in place and truncates it to the plaintext.
@@ -108,4 +136,42 @@ pub fn counter_nonce(counter: u64) -> [u8; NONCE_BYTES] {
     let mut n = [0u8; NONCE_BYTES];
     n[4..].copy_from_slice(&counter.to_be_bytes());
     n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> AeadKey {
+        AeadKey::new(&SecretKey::from_slice(&[7u8; 32]).unwrap())
+    }
+
+    /// The slice and scatter forms produce exactly what sealing the whole plaintext in
+    /// place does (packs written either way read alike), and open back.
+    #[test]
+    fn slice_and_concat_seal_like_in_place() {
+        let k = key();
+        let nonce = counter_nonce(4096);
+        for body_len in [0usize, 1, 15, 16, 17, 4095, 70_000] {
+            let body: Vec<u8> = (0..body_len).map(|i| (i * 31 % 251) as u8).collect();
+            let mut plain = vec![1u8];
+            plain.extend_from_slice(&body);
+            let mut whole = plain.clone();
+            k.seal_in_place(nonce, b"aad", &mut whole);
+
+            let mut slice = plain.clone();
+            slice.resize(plain.len() + TAG_LEN, 0xee);
+            k.seal_in_slice(nonce, b"aad", &mut slice);
+            assert_eq!(slice, whole, "slice, body {body_len}");
+
+            let mut out = vec![0xee; plain.len() + TAG_LEN];
+            k.seal_concat_into(nonce, b"aad", &[1u8], &body, &mut out);
+            assert_eq!(out, whole, "concat, body {body_len}");
+
+            k.open_in_place(nonce, b"aad", &mut out).unwrap();
+            assert_eq!(out, plain);
+            let mut other = whole.clone();
+            assert!(k.open_in_place(nonce, b"other", &mut other).is_err());
+        }
+    }
 }

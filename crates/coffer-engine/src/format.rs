@@ -215,34 +215,21 @@ pub(crate) fn trailer_nonce() -> [u8; aead::NONCE_BYTES] {
     aead::counter_nonce(u64::MAX)
 }
 
-/// Compresses `data` unless it looks incompressible; returns the blob plaintext
-/// (codec byte ‖ payload).
-pub(crate) fn encode_blob(data: &[u8], level: i32) -> Vec<u8> {
-    let mut out = Vec::new();
-    encode_blob_into(data, level, &mut out);
-    out
-}
-
-/// [`encode_blob`], appending to `out` (compressing straight into its spare capacity:
-/// no per-chunk buffer, no copy).
-pub(crate) fn encode_blob_into(data: &[u8], level: i32, out: &mut Vec<u8>) {
-    let start = out.len();
-    if looks_compressible(data) {
-        out.reserve(1 + zstd::zstd_safe::compress_bound(data.len()) + aead::TAG_LEN);
-        out.push(CODEC_ZSTD);
-        let mut cursor = std::io::Cursor::new(&mut *out);
-        cursor.set_position(start as u64 + 1);
-        if let Ok(c) = with_compressor(level, |z| z.compress_to_buffer(data, &mut cursor)) {
-            // Keep compression only when it saves at least 1/32.
-            if c + c / 32 < data.len() {
-                return;
-            }
-        }
-        out.truncate(start);
+/// Compresses `data` into `out` as a blob plaintext (codec byte ‖ zstd frame) when it
+/// looks compressible and compression saves at least 1/32; returns the plaintext's
+/// length. `None` means the chunk is stored raw (codec byte [`CODEC_RAW`] ‖ `data`),
+/// and `out` then holds nothing of use. The frame goes straight into `out` (a pack
+/// buffer): no per-chunk buffer, no copy; compression stops early once its output
+/// would not be smaller than `data`.
+pub(crate) fn compress_blob_into(data: &[u8], level: i32, out: &mut [u8]) -> Option<usize> {
+    if out.is_empty() || !looks_compressible(data) {
+        return None;
     }
-    out.reserve(1 + data.len() + aead::TAG_LEN);
-    out.push(CODEC_RAW);
-    out.extend_from_slice(data);
+    out[0] = CODEC_ZSTD;
+    let room = (out.len() - 1).min(data.len());
+    let c = with_compressor(level, |z| z.compress_to_buffer(data, &mut out[1..=room])).ok()?;
+    // Keep compression only when it saves at least 1/32.
+    (c + c / 32 < data.len()).then_some(1 + c)
 }
 
 /// Decodes a blob plaintext back into chunk data.
@@ -328,6 +315,19 @@ fn c_log2_c() -> &'static [f32; ENTROPY_SAMPLE + 1] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The blob plaintext of `data` (codec byte ‖ payload) in a buffer of its own.
+    fn encode_blob(data: &[u8], level: i32) -> Vec<u8> {
+        let mut out = vec![0u8; 1 + data.len()];
+        match compress_blob_into(data, level, &mut out) {
+            Some(n) => out.truncate(n),
+            None => {
+                out[0] = CODEC_RAW;
+                out[1..].copy_from_slice(data);
+            }
+        }
+        out
+    }
 
     #[test]
     fn meta_round_trip_and_binding() {

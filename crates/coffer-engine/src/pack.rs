@@ -48,30 +48,34 @@ pub(crate) const MAX_CHUNK: u32 = 1 << 20;
 /// with direct I/O without a bounce copy.
 const BUF_ALIGN: usize = 4096;
 
-/// Builds one pack in memory. The pack's bytes are `buf[base..]`; the buffer can be
-/// taken back from the finished pack and reused for the next one.
+/// Builds one pack in memory. The pack's bytes are `buf[base..end]`. The buffer keeps
+/// its whole length (zero-filled once, lazily, when allocated), so blobs are written
+/// into it in place: it never grows, never moves (it stays aligned) and is never
+/// zeroed again. It can be taken back from the finished pack and reused for the next.
 pub(crate) struct PackWriter {
     id: ObjectId,
     kind: BlobKind,
     key: AeadKey,
     buf: Vec<u8>,
     base: usize,
+    end: usize,
     blobs: Vec<PackEntry>,
     target: usize,
 }
 
-/// A finished pack: its storage key, bytes (`buf[base..]`) and directory.
+/// A finished pack: its storage key, bytes (`buf[base..end]`) and directory.
 pub(crate) struct FinishedPack {
     pub(crate) key: ObjectKey,
     buf: Vec<u8>,
     base: usize,
+    end: usize,
     pub(crate) dir: PackDirectory,
 }
 
 impl FinishedPack {
     /// The pack object's bytes.
     pub(crate) fn bytes(&self) -> &[u8] {
-        &self.buf[self.base..]
+        &self.buf[self.base..self.end]
     }
 
     /// The buffer, for the next [`PackWriter::with_buffer`].
@@ -90,7 +94,8 @@ impl PackWriter {
         Self::with_buffer(dek, kind, target, Vec::new())
     }
 
-    /// A new pack built in `buf` (cleared; its allocation is reused when big enough).
+    /// A new pack built in `buf` (a buffer of an earlier pack, or empty; a new one is
+    /// allocated unless it is big enough).
     pub(crate) fn with_buffer(
         dek: &DataKey,
         kind: BlobKind,
@@ -98,20 +103,24 @@ impl PackWriter {
         mut buf: Vec<u8>,
     ) -> Result<Self, EngineError> {
         let id = format::new_object_id()?;
-        buf.clear();
-        // Room for the target, one more blob (at most MAX_CHUNK, and its codec and tag
-        // bytes should compression not pay), the trailer and alignment: the buffer
-        // never grows, so it stays aligned.
-        buf.reserve(target + 2 * MAX_CHUNK as usize + BUF_ALIGN);
+        // Room for the target, one more blob (at most MAX_CHUNK, with its codec byte and
+        // tag), the trailer (about 50 bytes a blob; it grows the buffer in the rare
+        // case it does not fit) and alignment.
+        let size = target + 2 * MAX_CHUNK as usize + 2 * BUF_ALIGN;
+        if buf.len() < size {
+            // Zeroed by the allocator: pages are only touched (resident) once written.
+            buf = vec![0u8; size];
+        }
         let base = buf.as_ptr().align_offset(BUF_ALIGN).min(BUF_ALIGN);
-        buf.resize(base, 0);
-        buf.extend_from_slice(&format::header(ObjectType::Pack, &id));
+        let end = base + HEADER_LEN;
+        buf[base..end].copy_from_slice(&format::header(ObjectType::Pack, &id));
         Ok(Self {
             id,
             kind,
             key: format::pack_key(dek, &id),
             buf,
             base,
+            end,
             blobs: Vec::new(),
             target,
         })
@@ -119,23 +128,46 @@ impl PackWriter {
 
     /// Length of the pack so far (the next blob's offset).
     fn len(&self) -> usize {
-        self.buf.len() - self.base
+        self.end - self.base
+    }
+
+    /// Room for `n` more bytes at the end of the pack (only the trailer of a pack of
+    /// very many blobs can need it: the buffer is then grown, and may lose its
+    /// alignment, which costs the store a bounce copy, not correctness).
+    fn make_room(&mut self, n: usize) {
+        if self.end + n > self.buf.len() {
+            self.buf.resize(self.end + n, 0);
+        }
     }
 
     /// Encodes (compressing unless incompressible) and encrypts `chunk` straight into
-    /// the pack. Returns its stored length.
+    /// the pack: compressed into the buffer and sealed there, or, stored raw, sealed
+    /// from `chunk` into the buffer (no copy first). Returns its stored length.
     pub(crate) fn add_chunk(&mut self, id: ChunkId, chunk: &[u8], level: i32) -> u32 {
         let raw_len = u32::try_from(chunk.len()).expect("chunks stay below 4 GiB");
         let offset = u32::try_from(self.len()).expect("packs stay below 4 GiB");
-        let start = self.buf.len();
-        format::encode_blob_into(chunk, level, &mut self.buf);
-        self.key.seal_tail_in_place(
+        let (nonce, aad) = (
             format::blob_nonce(offset),
-            &format::blob_aad(&self.id, offset, self.kind, &id),
-            &mut self.buf,
-            start,
+            format::blob_aad(&self.id, offset, self.kind, &id),
         );
-        let len = u32::try_from(self.buf.len() - start).expect("blobs stay below 4 GiB");
+        self.make_room(1 + chunk.len() + TAG_LEN);
+        let start = self.end;
+        let room = &mut self.buf[start..start + 1 + chunk.len()];
+        let len = match format::compress_blob_into(chunk, level, room) {
+            Some(plain) => {
+                let sealed = &mut self.buf[start..start + plain + TAG_LEN];
+                self.key.seal_in_slice(nonce, &aad, sealed);
+                sealed.len()
+            }
+            None => {
+                let sealed = &mut self.buf[start..start + 1 + chunk.len() + TAG_LEN];
+                self.key
+                    .seal_concat_into(nonce, &aad, &[format::CODEC_RAW], chunk, sealed);
+                sealed.len()
+            }
+        };
+        self.end += len;
+        let len = u32::try_from(len).expect("blobs stay below 4 GiB");
         self.blobs.push(PackEntry {
             id,
             offset,
@@ -162,21 +194,22 @@ impl PackWriter {
         };
         let trailer =
             postcard::to_stdvec(&dir).map_err(|e| EngineError::Internal(e.to_string()))?;
-        let start = self.buf.len();
-        self.buf.extend_from_slice(&trailer);
-        self.key.seal_tail_in_place(
-            format::trailer_nonce(),
-            &trailer_aad(&self.id),
-            &mut self.buf,
-            start,
-        );
-        let sealed_len = u32::try_from(self.buf.len() - start).expect("small trailer");
-        self.buf.extend_from_slice(&sealed_len.to_le_bytes());
-        self.buf.extend_from_slice(TRAILER_MAGIC);
+        let sealed_len = trailer.len() + TAG_LEN;
+        self.make_room(sealed_len + 4 + TRAILER_MAGIC.len());
+        let start = self.end;
+        let sealed = &mut self.buf[start..start + sealed_len];
+        sealed[..trailer.len()].copy_from_slice(&trailer);
+        self.key
+            .seal_in_slice(format::trailer_nonce(), &trailer_aad(&self.id), sealed);
+        let tail = start + sealed_len;
+        let sealed_len = u32::try_from(sealed_len).expect("small trailer");
+        self.buf[tail..tail + 4].copy_from_slice(&sealed_len.to_le_bytes());
+        self.buf[tail + 4..tail + 8].copy_from_slice(TRAILER_MAGIC);
         Ok(FinishedPack {
             key: format::object_key(ObjectType::Pack, &self.id),
             buf: self.buf,
             base: self.base,
+            end: tail + 8,
             dir,
         })
     }
@@ -276,17 +309,43 @@ mod tests {
         let dek = DataKey::generate().unwrap();
         let idk = ChunkIdKey::derive(&dek);
         let mut w = PackWriter::new(&dek, BlobKind::Data, 1 << 20).unwrap();
-        let chunks: Vec<Vec<u8>> = vec![b"alpha".repeat(100), b"beta".to_vec(), vec![0u8; 4096]];
+        // Compressible, too short to gain, all zeros, and incompressible (stored raw,
+        // sealed from the chunk straight into the pack).
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let random: Vec<u8> = (0..70_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        let chunks: Vec<Vec<u8>> = vec![
+            b"alpha".repeat(100),
+            b"beta".to_vec(),
+            vec![0u8; 4096],
+            random,
+        ];
         for c in &chunks {
             w.add_chunk(idk.id(c), c, 3);
         }
         let done = w.finish().unwrap();
         let (key, bytes, dir) = (done.key.clone(), done.bytes().to_vec(), done.dir.clone());
+        assert_eq!(
+            dir.blobs[3].len as usize,
+            1 + 70_000 + TAG_LEN,
+            "random is stored raw"
+        );
+        assert!(dir.blobs[0].len < 100, "text is compressed");
+        // The pack starts aligned for direct I/O, and a reused buffer is not reallocated.
+        assert_eq!(done.bytes().as_ptr().align_offset(BUF_ALIGN), 0);
+        let at = done.bytes().as_ptr();
         // A reused buffer builds an identical-format pack.
         let mut w =
             PackWriter::with_buffer(&dek, BlobKind::Data, 1 << 20, done.into_buffer()).unwrap();
         w.add_chunk(idk.id(&chunks[0]), &chunks[0], 3);
         let again = w.finish().unwrap();
+        assert_eq!(again.bytes().as_ptr(), at);
         let e = &again.dir.blobs[0];
         let ct = again.bytes()[e.offset as usize..(e.offset + e.len) as usize].to_vec();
         let pid = again.dir.pack_id;

@@ -51,8 +51,13 @@ impl Primitives {
 
     /// Compression only (with the incompressibility test): returns encoded bytes.
     pub fn compress(&self, data: &[u8]) -> usize {
-        data.chunks(self.params.large_chunks.avg as usize)
-            .map(|c| format::encode_blob(c, self.params.zstd_level).len())
+        let avg = self.params.large_chunks.avg as usize;
+        let mut out = vec![0u8; 1 + avg];
+        data.chunks(avg)
+            .map(|c| {
+                format::compress_blob_into(c, self.params.zstd_level, &mut out)
+                    .unwrap_or(1 + c.len())
+            })
             .sum()
     }
 
