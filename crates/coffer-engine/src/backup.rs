@@ -124,10 +124,7 @@ struct Written {
 
 /// Number of worker threads: one per available core.
 fn workers() -> usize {
-    thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2)
-        .clamp(1, 16)
+    crate::cores().clamp(1, 16)
 }
 
 pub(crate) fn run(

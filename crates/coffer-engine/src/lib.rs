@@ -27,3 +27,11 @@ mod tree;
 
 pub use api::*;
 pub use backup::{WARN_DIRECTORY_NOT_READABLE, WARN_FILE_NOT_READABLE, WARN_SPECIAL_FILE_SKIPPED};
+
+/// The cores this process may use, read once: on Linux each
+/// `available_parallelism` call reads the cgroup's CPU quota from `/proc` and `/sys`,
+/// too slow for a per-file decision.
+pub(crate) fn cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
+}

@@ -216,10 +216,7 @@ impl Plan {
         // Twice the cores: restoring a file mostly waits for the kernel (reading the
         // pack, creating and writing the file), so a core would idle otherwise
         // (200k small files: 7-25% faster than one thread per core, measured).
-        let n = thread::available_parallelism()
-            .map(|n| n.get() * 2)
-            .unwrap_or(4)
-            .clamp(2, 16);
+        let n = (crate::cores() * 2).clamp(2, 16);
         // Files go to the threads in batches of neighbours in the tree, whose chunks
         // are neighbours in the packs: a thread reads a batch's chunks in a few reads.
         let (tx, rx) = bounded::<Vec<(&Path, &Node, &[ChunkId])>>(n * 4);
@@ -401,9 +398,9 @@ fn write_chunks(
     content: &[ChunkId],
     progress: &dyn Progress,
 ) -> Result<u64, ChunkError> {
-    let threads = thread::available_parallelism()
-        .map_or(2, |n| n.get())
-        .clamp(1, 8);
+    let threads = crate::cores().clamp(1, 8);
+    // The file is new: its length is what was written, unless it ends in a hole.
+    let mut hole_at_end = false;
     let pos = if content.len() < PARALLEL_DECODE_MIN_CHUNKS || threads == 1 {
         let mut pos = 0u64;
         for batch in prefetch::batches(src.index, content) {
@@ -413,7 +410,8 @@ fn write_chunks(
                     return Err(Err(EngineError::Stopped));
                 }
                 let data = src.read(prefetch, id)?;
-                if is_zero(&data) {
+                hole_at_end = is_zero(&data);
+                if hole_at_end {
                     f.seek(SeekFrom::Current(data.len() as i64))
                         .map_err(|e| Err(io_target(e)))?;
                 } else {
@@ -425,9 +423,12 @@ fn write_chunks(
         }
         pos
     } else {
+        hole_at_end = true;
         write_in_parallel(src, f, content, threads, progress)?
     };
-    f.set_len(pos).map_err(|e| Err(io_target(e)))?;
+    if hole_at_end {
+        f.set_len(pos).map_err(|e| Err(io_target(e)))?;
+    }
     Ok(pos)
 }
 
@@ -547,18 +548,21 @@ fn restore_file(
     };
     // A new file is created in place with O_EXCL (which never follows a symlink); an
     // existing item (Overwrite) is replaced atomically through a temporary name.
-    let exists = fs::symlink_metadata(p).is_ok();
-    let write_path = if exists {
-        temp_path(p).map_err(FileError::Fatal)?
-    } else {
-        p.to_owned()
+    let create = |path: &Path| {
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode_0600()
+            .open(path)
     };
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode_0600()
-        .open(&write_path)
-        .map_err(fatal)?;
+    let (mut f, write_path, exists) = match create(p) {
+        Ok(f) => (f, p.to_owned(), false),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            let temp = temp_path(p).map_err(FileError::Fatal)?;
+            (create(&temp).map_err(fatal)?, temp, true)
+        }
+        Err(e) => return Err(fatal(e)),
+    };
     let written = match write_chunks(src, prefetch, &mut f, content, progress) {
         Ok(n) => n,
         Err(e) => {

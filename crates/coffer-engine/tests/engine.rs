@@ -154,6 +154,8 @@ fn directory_round_trip_dedup_and_delete() {
     let src = f.dir.path().join("src");
     fs::create_dir_all(src.join("a/b/c")).unwrap();
     fs::write(src.join("empty"), b"").unwrap();
+    // One all-zero chunk: restored as a hole, the file keeps its length.
+    fs::write(src.join("zeros"), vec![0u8; 100_000]).unwrap();
     fs::write(src.join("a/text.txt"), b"hello world\n".repeat(5000)).unwrap();
     fs::write(src.join("a/b/random.bin"), pseudo_random(3 << 20, 7)).unwrap();
     fs::write(src.join("a/b/c/unicode ü 名前\nnewline"), b"x").unwrap();
@@ -162,7 +164,7 @@ fn directory_round_trip_dedup_and_delete() {
     symlink("/nonexistent/target", src.join("dangling")).unwrap();
 
     let rp1 = backup(&f, &src);
-    assert_eq!(rp1.file_count, 4);
+    assert_eq!(rp1.file_count, 5);
     let out = f.dir.path().join("out1");
     restore(&f, &rp1.id, &out).unwrap();
     assert_same_tree(&src, &out);
