@@ -5,21 +5,27 @@
 //!                        └ read ─ chunk (≤ 1 MiB: whole; else keyed FastCDC, sizes by file
 //!                            │       size, four-lane candidate scan)
 //!                            ├ small file: keyed hash ─ dedup check ─ new? ─ copy ─┐
+//!                            ├ whole file while the workers keep up: copy, unhashed ┤
 //!                            └ file ≥ 8 MiB or stream: read in shared blocks      ┤ bounded
 //!                              (read and scanned by the walker alone),             │ channel,
 //!                              chunks sent unhashed as block ranges, not copies ───┤ batches
 //! N workers:      [keyed hash ─ dedup check ─ id back to the walker, in order]
 //!                 ─ compress (zstd, skipped when incompressible) straight into the open pack
-//!                 ─ encrypt in place ─ full pack ─┐ rendezvous channel
+//!                 ─ encrypt there (or, stored raw, from the chunk into the pack) ─ full pack ─┐
 //! pack writer:    put (O_DIRECT, fsync, rename, fsync dir) ─ buffer back to the workers
 //! finally:        index object ─ manifest (the recovery point becomes visible only now)
 //! ```
-//! The walker builds the trees itself (a chunk's id is known as soon as it is
-//! hashed, or comes back from the workers before the file's node is made). Memory is
-//! bounded by the channel of batches (and the few read blocks their chunks refer
-//! to), one read window, one open pack per worker, one pack being written and one
-//! spare pack buffer; chunk copies, read blocks and pack buffers are recycled rather
-//! than allocated per chunk, block or pack.
+//! The walker builds the trees itself. A large file's chunk ids come back from the
+//! workers before its node is made. A small file (one chunk) is hashed by the walker
+//! when the workers are the slower side; while they keep up (their queue is under half
+//! full) it goes to them unhashed, so that the walker, the bottleneck with many small
+//! files, only reads: its node holds a placeholder, and its directory's tree
+//! ([`PendingTree`]) is stored once the ids are back, taken as they come (the walker
+//! waits only past [`MAX_WAITING_TREES`] trees and at the end). Memory is bounded by
+//! the channel of batches (and the few read blocks their chunks refer to), the trees
+//! that wait, one read window, one open pack per worker, one pack being written and
+//! one spare pack buffer; chunk copies, read blocks and pack buffers are recycled
+//! rather than allocated per chunk, block or pack.
 
 use std::{
     fs::{self, File, Metadata},
@@ -36,7 +42,7 @@ use std::{
 };
 
 use coffer_crypto::ChunkId;
-use crossbeam_channel::{Receiver, Sender, bounded};
+use crossbeam_channel::{Receiver, Sender, TryRecvError, bounded};
 use rustix::fs::{Mode, OFlags};
 
 use crate::{
@@ -50,6 +56,27 @@ use crate::{
     tree::{Manifest, Node, NodeKind, STREAM_NODE, Tree},
 };
 
+/// Where a worker sends a chunk's id: (position, channel).
+type Reply = (usize, Sender<(usize, ChunkId)>);
+
+/// Stands for a chunk or tree id still to come from a worker (never stored: replaced
+/// before its tree is).
+const DEFERRED_ID: ChunkId = ChunkId([0; 32]);
+
+/// Directories whose trees may wait for ids at once; beyond, the walker waits for
+/// the workers before it goes on (which bounds the memory they hold).
+const MAX_WAITING_TREES: usize = 256;
+
+/// A directory's nodes, of which `waiting` small files still wait for their chunk id
+/// (sent on `replies` with the node's position), and `subdirs` for their trees.
+struct PendingTree {
+    nodes: Vec<Node>,
+    waiting: usize,
+    replies: Receiver<(usize, ChunkId)>,
+    /// Subdirectories whose tree waits: (position of their node, tree).
+    subdirs: Vec<(usize, PendingTree)>,
+}
+
 /// A chunk on its way to a worker. With `id` set, the walker hashed it and found it
 /// new; without, the worker hashes it, decides whether it is new, and sends the id
 /// back on `reply` with the chunk's position in its file.
@@ -57,7 +84,7 @@ struct Job {
     id: Option<ChunkId>,
     kind: BlobKind,
     data: ChunkData,
-    reply: Option<(usize, Sender<(usize, ChunkId)>)>,
+    reply: Option<Reply>,
 }
 
 /// A chunk's bytes: a copy (small files, trees) or a range of a shared read block
@@ -173,8 +200,10 @@ pub(crate) fn run(
             index: &index,
             queued: &queued,
             tx,
+            trees_waiting: 0,
             batch: Vec::new(),
             batch_bytes: 0,
+            batch_replies: 0,
             pools,
             progress,
             stats: Stats::default(),
@@ -376,9 +405,12 @@ struct Walker<'a> {
     index: &'a Index,
     queued: &'a Mutex<IdSet>,
     tx: Sender<Vec<Job>>,
-    /// Jobs not yet sent, and their bytes.
+    /// Directory trees not yet stored (waiting for ids from the workers).
+    trees_waiting: usize,
+    /// Jobs not yet sent, their bytes, and how many of them will send an id back.
     batch: Vec<Job>,
     batch_bytes: usize,
+    batch_replies: usize,
     /// Recycled buffers.
     pools: &'a Pools,
     progress: &'a dyn Progress,
@@ -431,6 +463,7 @@ impl Walker<'_> {
     /// Queues `job` for the workers (sent with its batch).
     fn send(&mut self, job: Job) -> Result<(), EngineError> {
         self.batch_bytes += job.data.bytes().len();
+        self.batch_replies += usize::from(job.reply.is_some());
         self.batch.push(job);
         if self.batch_bytes >= BATCH_BYTES || self.batch.len() >= BATCH_JOBS {
             self.flush()?;
@@ -441,6 +474,7 @@ impl Walker<'_> {
     /// Sends the jobs queued so far (their replies, if any, can come only then).
     fn flush(&mut self) -> Result<(), EngineError> {
         self.batch_bytes = 0;
+        self.batch_replies = 0;
         if self.batch.is_empty() {
             return Ok(());
         }
@@ -458,10 +492,15 @@ impl Walker<'_> {
     /// Reads and chunks `reader` (a file of `size_hint` bytes, or `u64::MAX` for a
     /// stream); returns its chunk ids in order and its length. How it is split depends
     /// on its size ([`crate::RepoParams`]).
+    ///
+    /// With `defer`, a file stored as one chunk is not hashed here: a worker hashes it
+    /// and sends its id back as `defer` says; the returned ids are then
+    /// [`DEFERRED_ID`], to be replaced ([`Walker::finish_tree`]).
     fn content(
         &mut self,
         mut reader: impl Read,
         size_hint: u64,
+        defer: Option<Reply>,
     ) -> Result<(Vec<ChunkId>, u64), EngineError> {
         let chunking = &self.inner.chunking;
         let chunker = match chunking.split(size_hint) {
@@ -484,7 +523,12 @@ impl Walker<'_> {
                     }
                 };
                 if eof {
-                    let ids = self.whole(&buf[..end]);
+                    let ids = match defer {
+                        Some(reply) if end > 0 => self
+                            .whole_deferred(&buf[..end], reply)
+                            .map(|()| vec![DEFERRED_ID]),
+                        _ => self.whole(&buf[..end]),
+                    };
                     self.read_buf = buf;
                     return ids.map(|ids| (ids, end as u64));
                 }
@@ -508,6 +552,87 @@ impl Walker<'_> {
         let id = self.put_blob(BlobKind::Data, data)?;
         self.progress.advance(data.len() as u64, 0);
         Ok(vec![id])
+    }
+
+    /// Sends a whole file's single chunk to the workers unhashed: a worker hashes it,
+    /// stores it unless the vault has it, and sends its id back on `reply`.
+    fn whole_deferred(&mut self, data: &[u8], reply: Reply) -> Result<(), EngineError> {
+        self.send(Job {
+            id: None,
+            kind: BlobKind::Data,
+            data: self.copy(data),
+            reply: Some(reply),
+        })?;
+        self.progress.advance(data.len() as u64, 0);
+        Ok(())
+    }
+
+    /// Stores a directory's tree once the workers have sent back the ids of its small
+    /// files and its subdirectories' trees are stored; returns the tree's id. Without
+    /// `wait`, only ids already sent back are taken, and `None` means the tree still
+    /// waits.
+    fn finish_tree(
+        &mut self,
+        t: &mut PendingTree,
+        wait: bool,
+    ) -> Result<Option<ChunkId>, EngineError> {
+        if wait && t.waiting > 0 && self.batch_replies > 0 {
+            // Some of the jobs waited for may still be in the batch.
+            self.flush()?;
+        }
+        while t.waiting > 0 {
+            let (pos, id) = if wait {
+                t.replies.recv().map_err(|_| workers_stopped())?
+            } else {
+                match t.replies.try_recv() {
+                    Ok(r) => r,
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => return Err(workers_stopped()),
+                }
+            };
+            match &mut t.nodes[pos].kind {
+                NodeKind::File { content } if content[..] == [DEFERRED_ID] => content[0] = id,
+                _ => return Err(EngineError::Internal("misplaced chunk id".into())),
+            }
+            t.waiting -= 1;
+        }
+        self.finish_subdirs(&mut t.nodes, &mut t.subdirs, wait)?;
+        if t.waiting > 0 || !t.subdirs.is_empty() {
+            return Ok(None);
+        }
+        self.trees_waiting -= 1;
+        let tree = Tree {
+            nodes: std::mem::take(&mut t.nodes),
+        };
+        self.put_tree(&tree).map(Some)
+    }
+
+    /// [`Walker::finish_tree`] of each of `subdirs` (nodes at their position in
+    /// `nodes`): the trees stored are set in their nodes and leave `subdirs`.
+    fn finish_subdirs(
+        &mut self,
+        nodes: &mut [Node],
+        subdirs: &mut Vec<(usize, PendingTree)>,
+        wait: bool,
+    ) -> Result<(), EngineError> {
+        let mut error = None;
+        subdirs.retain_mut(|(pos, sub)| {
+            if error.is_some() {
+                return true;
+            }
+            match self.finish_tree(sub, wait) {
+                Ok(Some(tree)) => {
+                    nodes[*pos].kind = NodeKind::Dir { tree };
+                    false
+                }
+                Ok(None) => true,
+                Err(e) => {
+                    error = Some(e);
+                    true
+                }
+            }
+        });
+        error.map_or(Ok(()), Err)
     }
 
     /// Cuts `reader` with `chunker`; with `parallel`, its chunks are hashed by the
@@ -593,7 +718,7 @@ impl Walker<'_> {
         reader: Box<dyn Read + Send>,
         time: i64,
     ) -> Result<ChunkId, EngineError> {
-        let (content, size) = self.content(reader, u64::MAX)?;
+        let (content, size) = self.content(reader, u64::MAX, None)?;
         self.stats.bytes = size;
         self.stats.files = 1;
         self.progress.advance(0, 1);
@@ -622,15 +747,20 @@ impl Walker<'_> {
             source: e,
         })?;
         let parent_tree = parent.and_then(|m| self.inner.read_tree(self.index, &m.root).ok());
-        self.backup_dir(path, Path::new(""), parent_tree)
+        let mut root = self.backup_dir(path, Path::new(""), parent_tree)?;
+        Ok(self.finish_tree(&mut root, true)?.expect("waited for"))
     }
 
+    /// Backs up a directory; returns its tree, still waiting for the ids of its small
+    /// files (hashed by the workers meanwhile). Its subdirectories' trees are stored
+    /// once its own listing is done, so that the walker goes on reading while the
+    /// workers hash: it seldom waits.
     fn backup_dir(
         &mut self,
         path: &Path,
         rel: &Path,
         parent: Option<Tree>,
-    ) -> Result<ChunkId, EngineError> {
+    ) -> Result<PendingTree, EngineError> {
         self.stats.dirs += 1;
         // Entries are looked at (`fstatat`) and opened (`openat`) relative to the
         // directory, not by their whole path: no path walk per file.
@@ -669,9 +799,16 @@ impl Walker<'_> {
         };
         entries.sort_by(|a, b| a.0.cmp(&b.0));
         let parent_nodes = parent.map(|t| t.nodes).unwrap_or_default();
-        let mut nodes = Vec::with_capacity(entries.len());
+        let mut nodes: Vec<Node> = Vec::with_capacity(entries.len());
+        let (reply_tx, replies) = crossbeam_channel::unbounded();
+        let mut waiting = 0;
+        // Subdirectories whose tree waits: (position of their node, tree).
+        let mut subdirs = Vec::new();
         for (name, meta) in entries {
             self.check_stop()?;
+            if self.trees_waiting > MAX_WAITING_TREES {
+                self.finish_subdirs(&mut nodes, &mut subdirs, true)?;
+            }
             let child_rel = rel.join(std::ffi::OsStr::from_bytes(&name));
             let child = || path.join(std::ffi::OsStr::from_bytes(&name));
             let prev = parent_nodes
@@ -695,9 +832,9 @@ impl Walker<'_> {
                     Some(NodeKind::Dir { tree }) => self.inner.read_tree(self.index, tree).ok(),
                     _ => None,
                 };
-                NodeKind::Dir {
-                    tree: self.backup_dir(&child(), &child_rel, prev_tree)?,
-                }
+                let sub = self.backup_dir(&child(), &child_rel, prev_tree)?;
+                subdirs.push((nodes.len(), sub));
+                NodeKind::Dir { tree: DEFERRED_ID }
             } else if ft.is_symlink() {
                 match fs::read_link(child()) {
                     Ok(t) => NodeKind::Symlink {
@@ -714,8 +851,17 @@ impl Walker<'_> {
                 }
             } else if ft.is_file() {
                 let dir = dir.as_ref().expect("entries come from a listed directory");
-                match self.backup_file(dir, &name, &meta, prev) {
+                // The workers hash a small file when they keep up with the walker (their
+                // queue is short); when they are the slower side, the walker has the
+                // time to hash it itself, and its tree need not wait.
+                let reply =
+                    (self.tx.len() < JOB_QUEUE / 2).then(|| (nodes.len(), reply_tx.clone()));
+                match self.backup_file(dir, &name, &meta, prev, reply) {
                     Ok((k, size)) => {
+                        if matches!(&k, NodeKind::File { content } if content[..] == [DEFERRED_ID])
+                        {
+                            waiting += 1;
+                        }
                         let mut node = node_from(name, k, &meta);
                         node.size = size;
                         nodes.push(node);
@@ -741,7 +887,17 @@ impl Walker<'_> {
             };
             nodes.push(node_from(name, kind, &meta));
         }
-        self.put_tree(&Tree { nodes })
+        // Subdirectories whose ids are all back are stored now; the others wait with
+        // this directory, unless too many trees wait already.
+        let wait = self.trees_waiting >= MAX_WAITING_TREES;
+        self.finish_subdirs(&mut nodes, &mut subdirs, wait)?;
+        self.trees_waiting += 1;
+        Ok(PendingTree {
+            nodes,
+            waiting,
+            replies,
+            subdirs,
+        })
     }
 
     /// Backs up one regular file; returns its node kind and the number of bytes stored.
@@ -751,6 +907,7 @@ impl Walker<'_> {
         name: &[u8],
         meta: &Metadata,
         prev: Option<&Node>,
+        reply: Option<Reply>,
     ) -> Result<(NodeKind, u64), std::io::Error> {
         self.stats.files += 1;
         // Unchanged since the parent recovery point (size, mtime, ctime, inode), and
@@ -779,7 +936,7 @@ impl Walker<'_> {
             OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NOFOLLOW,
             Mode::empty(),
         )?);
-        let (content, size) = self.content(file, meta.len()).map_err(|e| match e {
+        let (content, size) = self.content(file, meta.len(), reply).map_err(|e| match e {
             EngineError::Source { source, .. } => source,
             other => std::io::Error::other(other.to_string()),
         })?;
@@ -787,6 +944,10 @@ impl Walker<'_> {
         self.progress.advance(0, 1);
         Ok((NodeKind::File { content }, size))
     }
+}
+
+fn workers_stopped() -> EngineError {
+    EngineError::Internal("backup workers stopped".into())
 }
 
 enum ReadOrEngine {
