@@ -20,8 +20,9 @@
 //! when the workers are the slower side; while they keep up (their queue is under half
 //! full) it goes to them unhashed, so that the walker, the bottleneck with many small
 //! files, only reads: its node holds a placeholder, and its directory's tree
-//! ([`PendingTree`]) is stored once the ids are back, taken as they come (the walker
-//! waits only past [`MAX_WAITING_TREES`] trees and at the end). Memory is bounded by
+//! ([`PendingTree`]) is stored once the ids are back, taken as they come (looked at
+//! each time another subdirectory is listed; the walker waits only past
+//! [`MAX_WAITING_TREES`] trees and at the end). Memory is bounded by
 //! the channel of batches (and the few read blocks their chunks refer to), the trees
 //! that wait, one read window, one open pack per worker, one pack being written and
 //! one spare pack buffer; chunk copies, read blocks and pack buffers are recycled
@@ -804,10 +805,16 @@ impl Walker<'_> {
         let mut waiting = 0;
         // Subdirectories whose tree waits: (position of their node, tree).
         let mut subdirs = Vec::new();
+        // A subdirectory was listed since the waiting trees were last looked at.
+        let mut listed_subdir = false;
         for (name, meta) in entries {
             self.check_stop()?;
-            if self.trees_waiting > MAX_WAITING_TREES {
-                self.finish_subdirs(&mut nodes, &mut subdirs, true)?;
+            // Trees whose ids are back are stored as soon as the next subdirectory is
+            // listed (so that few wait: a directory of many subdirectories would
+            // otherwise hold them all until its end), and waited for past the limit.
+            let wait = self.trees_waiting > MAX_WAITING_TREES;
+            if wait || std::mem::take(&mut listed_subdir) {
+                self.finish_subdirs(&mut nodes, &mut subdirs, wait)?;
             }
             let child_rel = rel.join(std::ffi::OsStr::from_bytes(&name));
             let child = || path.join(std::ffi::OsStr::from_bytes(&name));
@@ -834,6 +841,7 @@ impl Walker<'_> {
                 };
                 let sub = self.backup_dir(&child(), &child_rel, prev_tree)?;
                 subdirs.push((nodes.len(), sub));
+                listed_subdir = true;
                 NodeKind::Dir { tree: DEFERRED_ID }
             } else if ft.is_symlink() {
                 match fs::read_link(child()) {
