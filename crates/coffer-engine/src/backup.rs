@@ -80,7 +80,8 @@ struct PendingTree {
 
 /// A chunk on its way to a worker. With `id` set, the walker hashed it and found it
 /// new; without, the worker hashes it, decides whether it is new, and sends the id
-/// back on `reply` with the chunk's position in its file.
+/// back on `reply` with the position the walker gave (a large file's chunk in the
+/// file, or a small file's node in its directory).
 struct Job {
     id: Option<ChunkId>,
     kind: BlobKind,
@@ -752,10 +753,11 @@ impl Walker<'_> {
         Ok(self.finish_tree(&mut root, true)?.expect("waited for"))
     }
 
-    /// Backs up a directory; returns its tree, still waiting for the ids of its small
-    /// files (hashed by the workers meanwhile). Its subdirectories' trees are stored
-    /// once its own listing is done, so that the walker goes on reading while the
-    /// workers hash: it seldom waits.
+    /// Backs up a directory; returns its tree, which may still wait for the ids of its
+    /// small files (hashed by the workers meanwhile) and for subdirectories' trees.
+    /// A subdirectory's tree is stored once complete, looked at each time another
+    /// subdirectory has been listed and at the end, so that the walker goes on reading
+    /// while the workers hash: it waits only past [`MAX_WAITING_TREES`].
     fn backup_dir(
         &mut self,
         path: &Path,
@@ -896,10 +898,10 @@ impl Walker<'_> {
             nodes.push(node_from(name, kind, &meta));
         }
         // Subdirectories whose ids are all back are stored now; the others wait with
-        // this directory, unless too many trees wait already.
-        let wait = self.trees_waiting >= MAX_WAITING_TREES;
-        self.finish_subdirs(&mut nodes, &mut subdirs, wait)?;
+        // this directory, unless too many trees wait (this one counted).
         self.trees_waiting += 1;
+        let wait = self.trees_waiting > MAX_WAITING_TREES;
+        self.finish_subdirs(&mut nodes, &mut subdirs, wait)?;
         Ok(PendingTree {
             nodes,
             waiting,

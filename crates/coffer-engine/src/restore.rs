@@ -423,6 +423,7 @@ fn write_chunks(
         }
         pos
     } else {
+        // Written at offsets, holes included: the length is always set.
         hole_at_end = true;
         write_in_parallel(src, f, content, threads, progress)?
     };
