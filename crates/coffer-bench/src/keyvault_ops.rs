@@ -250,10 +250,11 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
-/// Runs `op` on `threads` threads for `secs` seconds. Each thread builds its state
+/// Runs `op` on `threads` threads (named `{name}-{threads}`, for profiles) for `secs` seconds. Each thread builds its state
 /// with `setup` and warms up (untimed) before all start together; the rate counts the
 /// operations completed in the steady window ([`STEADY_FROM`]).
 fn measure<S>(
+    name: &str,
     threads: usize,
     secs: f64,
     setup: impl Fn() -> S + Sync,
@@ -266,24 +267,27 @@ fn measure<S>(
     let per_thread: Vec<Vec<(Duration, Duration)>> = thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
             .map(|_| {
-                s.spawn(|| {
-                    let mut state = setup();
-                    for _ in 0..WARM_UP {
-                        op(&mut state);
-                    }
-                    barrier.wait();
-                    let start = Instant::now();
-                    let mut ops = Vec::with_capacity(4096);
-                    loop {
-                        let began = start.elapsed();
-                        if began >= end {
-                            break;
+                thread::Builder::new()
+                    .name(format!("{name}-{threads}"))
+                    .spawn_scoped(s, || {
+                        let mut state = setup();
+                        for _ in 0..WARM_UP {
+                            op(&mut state);
                         }
-                        op(&mut state);
-                        ops.push((began, start.elapsed()));
-                    }
-                    ops
-                })
+                        barrier.wait();
+                        let start = Instant::now();
+                        let mut ops = Vec::with_capacity(4096);
+                        loop {
+                            let began = start.elapsed();
+                            if began >= end {
+                                break;
+                            }
+                            op(&mut state);
+                            ops.push((began, start.elapsed()));
+                        }
+                        ops
+                    })
+                    .expect("spawn a bench thread")
             })
             .collect();
         barrier.wait();
@@ -392,6 +396,7 @@ fn durable_append(dir: &Path, secs: f64) -> Stats {
     use std::io::Write;
     let path = dir.join("fsync-probe");
     let stats = measure(
+        "fsync",
         1,
         secs,
         || {
@@ -498,14 +503,14 @@ pub(crate) fn run(o: &Options) -> Value {
             let mut m = HashMap::new();
             for &(step, t) in &plan {
                 let stats = match step {
-                    Step::CofferWrap => measure(t, slice, open, |inst| {
+                    Step::CofferWrap => measure("wrap", t, slice, open, |inst| {
                         let r = inst
                             .key_vault_client()
                             .wrap_key(&principal, versionless, ALG, &DEK)
                             .expect("wrapKey through the key vault");
                         assert!(!r.value.is_empty());
                     }),
-                    Step::CofferUnwrap => measure(t, slice, open, |inst| {
+                    Step::CofferUnwrap => measure("unwrap", t, slice, open, |inst| {
                         let r = inst
                             .key_vault_client()
                             .unwrap_key(&principal, kid, ALG, &wrapped)
@@ -516,6 +521,7 @@ pub(crate) fn run(o: &Options) -> Value {
                         drop(dek);
                     }),
                     Step::RawEncrypt => measure(
+                        "raw-enc",
                         t,
                         slice,
                         || vec![0u8; raw_pub.ciphertext_size()],
@@ -526,6 +532,7 @@ pub(crate) fn run(o: &Options) -> Value {
                         },
                     ),
                     Step::RawDecrypt => measure(
+                        "raw-dec",
                         t,
                         slice,
                         || zeroize::Zeroizing::new(vec![0u8; raw_dec.min_output_size()]),
