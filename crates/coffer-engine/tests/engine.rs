@@ -423,3 +423,66 @@ fn many_small_files_in_many_directories_come_back_in_place() {
     let again = backup(&f, &src);
     assert!(again.added_bytes < 4096, "added {}", again.added_bytes);
 }
+
+/// A file replaced by a symlink between the walker's look at it (lstat) and its open
+/// is never followed: a thread keeps swapping files of the source between a regular
+/// file and a symlink to a secret outside it while backups run. Every recovery point
+/// holds each of them as the symlink or as the regular file's own content, never the
+/// secret's. (The swap hits the window between lstat and open only some of the time;
+/// a backup that followed the link once would store the secret.)
+#[test]
+fn a_file_swapped_for_a_symlink_during_backup_is_not_followed() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    const FILES: usize = 16;
+    const SECRET: &[u8] = b"the secret outside the source";
+    let f = fixture();
+    let src = f.dir.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    let secret = f.dir.path().join("secret");
+    fs::write(&secret, SECRET).unwrap();
+    let public = |i: usize| format!("public content of file {i}\n").into_bytes();
+    for i in 0..FILES {
+        fs::write(src.join(format!("f{i}")), public(i)).unwrap();
+    }
+    let stop = AtomicBool::new(false);
+    let points = std::thread::scope(|s| {
+        s.spawn(|| {
+            let tmp = f.dir.path().join("swap.tmp");
+            for n in 0usize.. {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let i = n % FILES;
+                // Atomic replacement (rename), as an attacker with write access would.
+                let _ = fs::remove_file(&tmp);
+                if (n / FILES) % 2 == 0 {
+                    symlink(&secret, &tmp).unwrap();
+                } else {
+                    fs::write(&tmp, public(i)).unwrap();
+                }
+                fs::rename(&tmp, src.join(format!("f{i}"))).unwrap();
+            }
+        });
+        let points: Vec<_> = (0..40).map(|_| backup(&f, &src).id).collect();
+        stop.store(true, Ordering::Relaxed);
+        points
+    });
+    for (n, rp) in points.iter().enumerate() {
+        let out = f.dir.path().join(format!("out{n}"));
+        restore(&f, rp, &out).unwrap();
+        for entry in fs::read_dir(&out).unwrap() {
+            let p = entry.unwrap().path();
+            let meta = fs::symlink_metadata(&p).unwrap();
+            if meta.file_type().is_symlink() {
+                assert_eq!(fs::read_link(&p).unwrap(), secret);
+            } else {
+                let body = fs::read(&p).unwrap();
+                assert_ne!(body, SECRET, "{} followed the symlink", p.display());
+                let i: usize = p.file_name().unwrap().to_str().unwrap()[1..]
+                    .parse()
+                    .unwrap();
+                assert_eq!(body, public(i), "{}", p.display());
+            }
+        }
+    }
+}
