@@ -455,7 +455,7 @@ fn a_file_swapped_for_a_symlink_during_backup_is_not_followed() {
                 let i = n % FILES;
                 // Atomic replacement (rename), as an attacker with write access would.
                 let _ = fs::remove_file(&tmp);
-                if (n / FILES) % 2 == 0 {
+                if (n / FILES).is_multiple_of(2) {
                     symlink(&secret, &tmp).unwrap();
                 } else {
                     fs::write(&tmp, public(i)).unwrap();
