@@ -69,11 +69,21 @@ struct Ticket {
     /// The committer has taken the record into a batch (set and read under the
     /// state lock).
     taken: AtomicBool,
+    /// The caller is counted in [`State::waiting`] (set and cleared under the state
+    /// lock: by the caller when it starts waiting before the outcome is known, and by
+    /// whoever sets the outcome or sees the caller leave).
+    counted: AtomicBool,
 }
 
 impl Ticket {
-    fn settle(&self, r: Result<i64, SharedError>) {
+    /// Gives the record its outcome; the caller no longer counts as waiting. Called
+    /// under the state lock; [`Ticket::wake`] the caller once the lock is released.
+    fn settle(&self, st: &mut State, r: Result<i64, SharedError>) {
         let _ = self.outcome.set(r);
+        st.uncount(self);
+    }
+
+    fn wake(&self) {
         self.caller.unpark();
     }
 }
@@ -97,8 +107,8 @@ enum Pending {
 
 /// How a caller is done with its record ([`Shared::left`]).
 enum Left {
-    /// It had the outcome; `true` if it was counted as waiting for it.
-    Waited(bool),
+    /// It had the outcome.
+    Waited,
     /// It dropped the record unwaited.
     Dropped,
 }
@@ -135,8 +145,7 @@ impl PendingKeyAudit {
             Pending::Queued(t, shared) => (t, shared),
             Pending::Done => unreachable!("waited for twice"),
         };
-        let waited = mine.outcome.get().is_none();
-        if waited {
+        if mine.outcome.get().is_none() {
             shared.wait_for(&mine);
         }
         let r = loop {
@@ -145,7 +154,7 @@ impl PendingKeyAudit {
             }
             std::thread::park();
         };
-        shared.left(&mine, Left::Waited(waited));
+        shared.left(&mine, Left::Waited);
         r
     }
 }
@@ -168,6 +177,15 @@ struct State {
     active: usize,
     /// Of those, the callers waiting for their record.
     waiting: usize,
+}
+
+impl State {
+    /// `ticket`'s caller no longer counts as waiting.
+    fn uncount(&mut self, ticket: &Ticket) {
+        if ticket.counted.swap(false, Ordering::Relaxed) {
+            self.waiting -= 1;
+        }
+    }
 }
 
 struct Shared {
@@ -240,6 +258,7 @@ impl AuditCommitter {
             outcome: OnceLock::new(),
             caller: std::thread::current(),
             taken: AtomicBool::new(false),
+            counted: AtomicBool::new(false),
         });
         let s = &self.shared;
         let mut st = s.lock();
@@ -288,8 +307,13 @@ impl Drop for Dying<'_> {
         ));
         let mut st = self.shared.lock();
         st.failed.get_or_insert_with(|| Arc::clone(&e));
-        for (_, ticket) in self.batch.drain(..).chain(st.pending.drain(..)) {
-            ticket.settle(Err(Arc::clone(&e)));
+        let failed: Vec<_> = self.batch.drain(..).chain(st.pending.drain(..)).collect();
+        for (_, ticket) in &failed {
+            ticket.settle(&mut st, Err(Arc::clone(&e)));
+        }
+        drop(st);
+        for (_, ticket) in &failed {
+            ticket.wake();
         }
     }
 }
@@ -299,10 +323,14 @@ impl Shared {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The caller of `mine` starts waiting for it.
+    /// The caller of `mine` starts waiting for it (unless its outcome came meanwhile).
     fn wait_for(&self, mine: &Ticket) {
         let mut st = self.lock();
+        if mine.outcome.get().is_some() {
+            return;
+        }
         st.waiting += 1;
+        mine.counted.store(true, Ordering::Relaxed);
         if !mine.taken.load(Ordering::Relaxed) {
             st.demanded = true;
         }
@@ -313,11 +341,10 @@ impl Shared {
     fn left(&self, mine: &Ticket, how: Left) {
         let mut st = self.lock();
         st.active -= 1;
-        match how {
-            Left::Waited(true) => st.waiting -= 1,
-            Left::Waited(false) => {}
+        st.uncount(mine);
+        if let Left::Dropped = how {
             // The record is still written, without anyone waiting for it.
-            Left::Dropped => st.demanded |= !mine.taken.load(Ordering::Relaxed),
+            st.demanded |= !mine.taken.load(Ordering::Relaxed);
         }
         self.wake_if_due(st);
     }
@@ -405,9 +432,16 @@ impl Shared {
                 // Written but not synced: a later sync cannot vouch for what follows.
                 st.failed.get_or_insert_with(|| Arc::clone(e));
             }
+            // The batch's callers stop counting as waiting now, before the next batch
+            // is judged due: until each has run again, they are busy (runnable), not
+            // waiting, and a count that still held them would write the next batch at
+            // once, small.
+            for (i, (_, ticket)) in dying.batch.iter().enumerate() {
+                ticket.settle(&mut st, r.clone().map(|seqs| seqs[i]));
+            }
             drop(st);
-            for (i, (_, ticket)) in dying.batch.drain(..).enumerate() {
-                ticket.settle(r.clone().map(|seqs| seqs[i]));
+            for (_, ticket) in dying.batch.drain(..) {
+                ticket.wake();
             }
         }
     }
@@ -611,6 +645,30 @@ mod tests {
         for p in late.chain(early) {
             p.wait().unwrap();
         }
+    }
+
+    /// Settling a record takes its caller off the waiting count at once (the next
+    /// batch is judged with it busy, as it is once woken), and the caller's own leave
+    /// does not take it off twice.
+    #[test]
+    fn a_settled_caller_stops_counting_as_waiting() {
+        use std::sync::{OnceLock, atomic::AtomicBool};
+        let ticket = super::Ticket {
+            outcome: OnceLock::new(),
+            caller: std::thread::current(),
+            taken: AtomicBool::new(true),
+            counted: AtomicBool::new(true),
+        };
+        let mut st = super::State {
+            active: 2,
+            waiting: 2,
+            ..Default::default()
+        };
+        ticket.settle(&mut st, Ok(7));
+        assert_eq!(st.waiting, 1);
+        st.uncount(&ticket);
+        assert_eq!(st.waiting, 1);
+        assert_eq!(ticket.outcome.get().map(|r| *r.as_ref().unwrap()), Some(7));
     }
 
     /// On Linux 6.12 and later, a committer thread runs with the short time slice.
