@@ -413,15 +413,10 @@ RESTORE_DIR = os.environ.get("BENCH_RESTORE_DIR", "/dev/shm" if os.path.isdir("/
 
 
 def warm(path):
-    """Reads every file of `path`, so that each tool starts with the dataset in page cache
-    (whatever ran before it: another tool's restore may have evicted part of it)."""
-    for d, _, files in os.walk(path):
-        for f in files:
-            p = os.path.join(d, f)
-            if os.path.isfile(p) and not os.path.islink(p):
-                with open(p, "rb", buffering=0) as h:
-                    while h.read(4 * MIB):
-                        pass
+    """Reads every file of `path` (`coffer-bench warm`, on all cores), so that each tool starts
+    with the dataset in page cache (whatever ran before it: another tool's restore may have
+    evicted part of it). In Python this took 10 s on the small-files dataset, 45 times a run."""
+    subprocess.run([COFFER_BENCH, "warm", path], check=True, stdout=subprocess.DEVNULL)
 
 
 def hwlimit(path):

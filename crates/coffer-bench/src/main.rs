@@ -4,6 +4,8 @@
 //! * `hwlimit PATH`: the page-cache read rate of a dataset, and the single-pass cost
 //!   of chunking, keyed hashing, compression and AES-256-GCM over all cores: the
 //!   ceiling for Coffer's backup throughput on this machine (see [`hardware_limit`]).
+//! * `warm PATH`: reads every file of a dataset on all cores, so that a tool starts
+//!   with it in page cache (what ran before may have evicted part of it).
 //! * `index-memory N`: resident bytes per chunk of an index of N chunks.
 //! * `keyvault-ops`: wrapKey / unwrapKey per second (and p50/p99 latency) through
 //!   Coffer's key vault, authorised and audited as a CMK backup vault calls it, next
@@ -45,6 +47,11 @@ enum Cmd {
         /// Read at most this many bytes of the dataset into memory.
         #[arg(long, default_value_t = 4 << 30)]
         max_bytes: u64,
+    },
+    /// Reads every file of PATH (all cores) so that it is in page cache.
+    Warm {
+        /// Dataset directory or file.
+        path: PathBuf,
     },
     /// Resident memory per chunk of an in-memory index of N chunks.
     IndexMemory {
@@ -92,6 +99,39 @@ fn files(path: &Path, out: &mut Vec<PathBuf>) {
             files(&e, out);
         }
     }
+}
+
+/// Reads every file under `path` (each thread takes every n-th file); returns the
+/// files and bytes read.
+fn warm(path: &Path) -> serde_json::Value {
+    let t = Instant::now();
+    let mut list = Vec::new();
+    files(path, &mut list);
+    let threads = cores();
+    let bytes: u64 = thread::scope(|s| {
+        let parts: Vec<_> = (0..threads)
+            .map(|i| {
+                let list = &list;
+                s.spawn(move || {
+                    let mut buf = vec![0u8; 1 << 20];
+                    let mut n = 0u64;
+                    for f in list.iter().skip(i).step_by(threads) {
+                        if let Ok(mut h) = fs::File::open(f) {
+                            while let Ok(k) = h.read(&mut buf) {
+                                if k == 0 {
+                                    break;
+                                }
+                                n += k as u64;
+                            }
+                        }
+                    }
+                    n
+                })
+            })
+            .collect();
+        parts.into_iter().map(|h| h.join().unwrap_or(0)).sum()
+    });
+    json!({ "files": list.len(), "bytes": bytes, "seconds": t.elapsed().as_secs_f64() })
 }
 
 fn rss_bytes() -> u64 {
@@ -225,6 +265,7 @@ fn main() {
             threads,
             max_bytes,
         } => hwlimit(&path, threads, max_bytes),
+        Cmd::Warm { path } => warm(&path),
         Cmd::IndexMemory { chunks } => index_memory(chunks),
         Cmd::KeyvaultOps {
             sizes,
