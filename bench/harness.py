@@ -547,7 +547,7 @@ def main():
             # the size where that cost weighs most.
             sizes = ["--sizes", "2048"] if label == "tmpfs" else []
             results["keyvault"][label] = json.loads(subprocess.run(
-                [COFFER_BENCH, "keyvault-ops", "--secs", "0.5" if args.quick else "2", "--dir", d, *sizes],
+                [COFFER_BENCH, "keyvault-ops", "--secs", "0.5" if args.quick else "1.5", "--dir", d, *sizes],
                 check=True, stdout=subprocess.PIPE).stdout)
     results["index_memory"] = json.loads(
         subprocess.run([COFFER_BENCH, "index-memory", "10000000"], check=True, stdout=subprocess.PIPE).stdout)

@@ -167,8 +167,14 @@ fn hwlimit(
     let mut list = Vec::new();
     files(path, &mut list);
     // Warm the page cache with every file (keeping up to `max_bytes` of them in memory for
-    // the pipeline pass), then time a second read of every file.
-    let mut data = Vec::new();
+    // the pipeline pass, in a buffer reserved up front so that filling it never copies
+    // what it holds), then time a second read of every file.
+    let total: u64 = list
+        .iter()
+        .filter_map(|f| fs::symlink_metadata(f).ok())
+        .map(|m| m.len())
+        .sum();
+    let mut data = Vec::with_capacity(usize::try_from(total.min(max_bytes)).unwrap_or(0));
     let mut buf = vec![0u8; 1 << 20];
     for f in &list {
         if let Ok(mut h) = fs::File::open(f) {
