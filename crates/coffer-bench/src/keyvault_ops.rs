@@ -250,9 +250,10 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
-/// Runs `op` on `threads` threads (named `{name}-{threads}`, for profiles) for `secs` seconds. Each thread builds its state
-/// with `setup` and warms up (untimed) before all start together; the rate counts the
-/// operations completed in the steady window ([`STEADY_FROM`]).
+/// Runs `op` on `threads` threads (named `{name}-{threads}`, for profiles) for `secs`
+/// seconds. Each thread builds its state with `setup` and warms up (untimed) before all
+/// start together; the rate counts the operations completed in the steady window
+/// ([`STEADY_FROM`]).
 fn measure<S>(
     name: &str,
     threads: usize,

@@ -89,12 +89,13 @@ enum Cmd {
     },
 }
 
-fn files(path: &Path, out: &mut Vec<PathBuf>) {
+/// Every regular file under `path` (or `path` itself), in path order, with its size.
+fn files(path: &Path, out: &mut Vec<(PathBuf, u64)>) {
     let Ok(meta) = fs::symlink_metadata(path) else {
         return;
     };
     if meta.is_file() {
-        out.push(path.to_owned());
+        out.push((path.to_owned(), meta.len()));
     } else if meta.is_dir()
         && let Ok(rd) = fs::read_dir(path)
     {
@@ -104,6 +105,22 @@ fn files(path: &Path, out: &mut Vec<PathBuf>) {
             files(&e, out);
         }
     }
+}
+
+/// Reads the file at `path` to its end through `buf`; returns the bytes read (0 if it
+/// cannot be opened).
+fn read_through(path: &Path, buf: &mut [u8]) -> u64 {
+    let Ok(mut h) = fs::File::open(path) else {
+        return 0;
+    };
+    let mut n = 0u64;
+    while let Ok(k) = h.read(buf) {
+        if k == 0 {
+            break;
+        }
+        n += k as u64;
+    }
+    n
 }
 
 /// Reads every file under `path` (each thread takes every n-th file); returns the
@@ -119,18 +136,11 @@ fn warm(path: &Path) -> serde_json::Value {
                 let list = &list;
                 s.spawn(move || {
                     let mut buf = vec![0u8; 1 << 20];
-                    let mut n = 0u64;
-                    for f in list.iter().skip(i).step_by(threads) {
-                        if let Ok(mut h) = fs::File::open(f) {
-                            while let Ok(k) = h.read(&mut buf) {
-                                if k == 0 {
-                                    break;
-                                }
-                                n += k as u64;
-                            }
-                        }
-                    }
-                    n
+                    list.iter()
+                        .skip(i)
+                        .step_by(threads)
+                        .map(|(f, _)| read_through(f, &mut buf))
+                        .sum::<u64>()
                 })
             })
             .collect();
@@ -169,34 +179,20 @@ fn hwlimit(
     // Warm the page cache with every file (keeping up to `max_bytes` of them in memory for
     // the pipeline pass, in a buffer reserved up front so that filling it never copies
     // what it holds), then time a second read of every file.
-    let total: u64 = list
-        .iter()
-        .filter_map(|f| fs::symlink_metadata(f).ok())
-        .map(|m| m.len())
-        .sum();
+    let total: u64 = list.iter().map(|(_, len)| len).sum();
     let mut data = Vec::with_capacity(usize::try_from(total.min(max_bytes)).unwrap_or(0));
     let mut buf = vec![0u8; 1 << 20];
-    for f in &list {
-        if let Ok(mut h) = fs::File::open(f) {
-            if (data.len() as u64) < max_bytes {
+    for (f, _) in &list {
+        if (data.len() as u64) < max_bytes {
+            if let Ok(mut h) = fs::File::open(f) {
                 let _ = h.read_to_end(&mut data);
-            } else {
-                while matches!(h.read(&mut buf), Ok(n) if n > 0) {}
             }
+        } else {
+            read_through(f, &mut buf);
         }
     }
     let t = Instant::now();
-    let mut read_bytes = 0u64;
-    for f in &list {
-        if let Ok(mut h) = fs::File::open(f) {
-            while let Ok(n) = h.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                read_bytes += n as u64;
-            }
-        }
-    }
+    let read_bytes: u64 = list.iter().map(|(f, _)| read_through(f, &mut buf)).sum();
     let read_s = t.elapsed().as_secs_f64();
     let threads = threads.unwrap_or_else(cores);
     let p = primitives::Primitives::new(RepoParams::default());
