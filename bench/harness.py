@@ -614,8 +614,8 @@ def print_table(res):
         for bits, threads, _ in sorted(k for k in rows if k[2] == "unwrapKey"):
             g = lambda op: rows[(bits, threads, op)]
             u = g("unwrapKey")
-            # Raw RSA is measured at 1 thread and one thread a core; Coffer's rows with
-            # more concurrent callers than cores compare with raw at all cores.
+            # Raw RSA is measured at one thread a core; Coffer's rows with more
+            # concurrent callers than cores compare with raw at all cores.
             raw = threads if (bits, threads, "private-decrypt") in rows else raw_threads
             d, e = rows[(bits, raw, "private-decrypt")], rows[(bits, raw, "public-encrypt")]
             mark = "" if raw == threads else f" (vs raw at {raw})"
@@ -626,8 +626,10 @@ def print_table(res):
         for x in kv.get("summary", []):
             b = x.get("over_both_cores")
             if b:
-                print(f"RSA-{x['bits']} over both cores: Coffer at {b['coffer_callers']} concurrent callers / raw at "
-                      f"{b['raw_threads']} threads: unwrap {100 * b['unwrap']:.0f}%, wrap {100 * b['wrap']:.0f}%")
+                each = ", ".join(f"{c['coffer_callers']} callers {100 * c['unwrap']:.0f}%" for c in b.get("by_callers", []))
+                print(f"RSA-{x['bits']} over both cores (Coffer / raw at {b['raw_threads']} threads, median of "
+                      f"{b['rounds']} alternating rounds): unwrap {100 * b['unwrap']:.0f}% (best; {each}), "
+                      f"wrap {100 * b['wrap']:.0f}%")
     im = res["index_memory"]
     print(f"\nindex memory: {im['bytes_per_chunk']:.1f} bytes/chunk at {im['chunks']:,} chunks "
           f"= {im['bytes_per_tib_unique_at_default_chunk'] / 2**30:.2f} GiB per TiB of unique data at 64 KiB chunks")

@@ -74,10 +74,11 @@ enum Cmd {
         /// Threads of the all-cores measurements (default: available parallelism).
         #[arg(long)]
         threads: Option<usize>,
-        /// Concurrent callers of the server-like Coffer measurement (its rate over the
-        /// raw rate at `--threads` is the "over both cores" figure).
-        #[arg(long, default_value_t = 8)]
-        callers: usize,
+        /// Concurrent callers of the server-like Coffer measurements (comma-separated;
+        /// the best of their rates over the raw rate at `--threads` is the "over both
+        /// cores" figure).
+        #[arg(long, value_delimiter = ',', default_value = "8,32")]
+        callers: Vec<usize>,
         /// Rounds each measurement is split into: Coffer and raw alternate, and the
         /// ratios are medians of per-round ratios (cancels drift of the machine's speed).
         #[arg(long, default_value_t = 5)]
