@@ -433,6 +433,7 @@ def mean_limit(before, after):
 
 
 def measure(tool_cls, ds, warmed=False):
+    began = time.monotonic()
     name = tool_cls.name
     repo = os.path.join(WORK, f"repo-{name}")
     target = os.path.join(RESTORE_DIR, f"coffer-bench-restore-{name}")
@@ -466,6 +467,8 @@ def measure(tool_cls, ds, warmed=False):
     r["peak_rss"] = max(rss1, rss2, rss3, rss4)
     shutil.rmtree(repo, ignore_errors=True)
     shutil.rmtree(target, ignore_errors=True)
+    # The whole call, set-up, warming, syncing, size queries and clean-up included.
+    r["measure_wall_s"] = time.monotonic() - began
     return r
 
 
@@ -482,6 +485,9 @@ def main():
     ap.add_argument("--quick", action="store_true", help="one repetition, datasets at 1/8 size (smoke run)")
     args = ap.parse_args()
     started = time.monotonic()
+    # Where the run's time goes (seconds): printed at the end.
+    spent = {"tools_timed_steps": 0.0, "tools_measure_calls": 0.0, "hwlimit": 0.0, "rotation": 0.0,
+             "keyvault": 0.0}
     scale = 0.125 if args.quick else args.scale
     reps = 1 if args.quick else args.reps
     os.makedirs(WORK, exist_ok=True)
@@ -503,9 +509,16 @@ def main():
             order = tools[rep % len(tools):] + tools[: rep % len(tools)]
             for t in order:
                 print(f"   rep {rep + 1}/{reps} {t.name}", file=sys.stderr)
+                h0 = time.monotonic()
                 if t.name == "coffer":
                     before = hwlimit(ds.path, breakdown=not hws)
+                h1 = time.monotonic()
                 runs[t.name].append(measure(t, ds, warmed=t.name == "coffer"))
+                m = runs[t.name][-1]
+                spent["tools_measure_calls"] += m["measure_wall_s"]
+                spent["tools_timed_steps"] += m["first_s"] + m["unchanged_s"] + m["changed_s"] + m["restore_s"]
+                h2 = time.monotonic()
+                spent["hwlimit"] += h1 - h0
                 if t.name == "coffer":
                     # The hardware limit of this repetition: measured just before and just
                     # after Coffer's run (page-cache read of the whole dataset, and the
@@ -513,6 +526,7 @@ def main():
                     # averaged, so that a quiet or busy minute of the host on one side of
                     # the run weighs half.
                     hws.append(mean_limit(before, hwlimit(ds.path)))
+                    spent["hwlimit"] += time.monotonic() - h2
                     r, hw = runs["coffer"][-1], hws[-1]
                     gbps = size / r["first_s"] / 1e9
                     r["hw_limit_gbps"] = hw["hardware_limit_gbps"]
@@ -538,8 +552,11 @@ def main():
 
     if "rotation" in stages and os.path.exists(COFFER):
         print("== key rotation: vault holding 1 GiB vs empty vault", file=sys.stderr)
+        r0 = time.monotonic()
         results["rotation"] = rotation(scale, reps)
+        spent["rotation"] = time.monotonic() - r0
     if "keyvault" in stages:
+        k0 = time.monotonic()
         results["keyvault"] = {}
         homes = [("disk", WORK)] + ([("tmpfs", "/dev/shm")] if os.path.isdir("/dev/shm") else [])
         for label, d in homes:
@@ -550,9 +567,12 @@ def main():
             results["keyvault"][label] = json.loads(subprocess.run(
                 [COFFER_BENCH, "keyvault-ops", "--secs", "0.5" if args.quick else "1.5", "--dir", d, *sizes],
                 check=True, stdout=subprocess.PIPE).stdout)
+        spent["keyvault"] = time.monotonic() - k0
     results["index_memory"] = json.loads(
         subprocess.run([COFFER_BENCH, "index-memory", "10000000"], check=True, stdout=subprocess.PIPE).stdout)
     results["elapsed_s"] = time.monotonic() - started
+    spent["other"] = results["elapsed_s"] - sum(v for k, v in spent.items() if k != "tools_timed_steps")
+    results["time_spent_s"] = spent
     out_dir = os.path.join(ROOT, "bench/out")
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, "results.json"), "w") as f:
@@ -563,6 +583,12 @@ def main():
 def print_table(res):
     print(f"\nCoffer benchmark {res['date']} ({res['cores']} cores, median of {res['reps']}, dataset scale "
           f"{res.get('scale', 1.0)}, {res.get('elapsed_s', 0) / 60:.1f} min)")
+    sp = res.get("time_spent_s")
+    if sp:
+        print(f"time (min): tools' timed steps {sp['tools_timed_steps'] / 60:.1f} of their runs "
+              f"{sp['tools_measure_calls'] / 60:.1f} (with set-up, warming, syncs, sizes, clean-up); "
+              f"hwlimit {sp['hwlimit'] / 60:.1f}; rotation {sp['rotation'] / 60:.1f}; key vault "
+              f"{sp['keyvault'] / 60:.1f}; other {sp['other'] / 60:.1f}")
     if res["missing_tools"]:
         print(f"not installed: {', '.join(res['missing_tools'])}")
     for dname, e in res["datasets"].items():
