@@ -437,7 +437,7 @@ def measure(tool_cls, ds, warmed=False):
     name = tool_cls.name
     repo = os.path.join(WORK, f"repo-{name}")
     target = os.path.join(RESTORE_DIR, f"coffer-bench-restore-{name}")
-    for p in (repo, target, repo + ".key"):
+    for p in (repo, target, repo + ".key", repo + ".send-log"):
         shutil.rmtree(p, ignore_errors=True) if os.path.isdir(p) else (os.path.exists(p) and os.remove(p))
     shutil.rmtree(os.path.join(WORK, "cache"), ignore_errors=True)
     t = tool_cls(repo)
