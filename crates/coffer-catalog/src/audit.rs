@@ -1,8 +1,10 @@
 //! Group commit of key audit records by one committer thread a process.
 //!
 //! Every key vault operation's audit record must be durable before the operation's
-//! result is returned. All [`Catalog`](crate::Catalog)s of one process open on the same
-//! database file share one [`AuditCommitter`], whose thread (started by the first
+//! result is returned. The records live in a database of their own beside the catalog
+//! ([`crate::audit_database_path`]), so that their commits leave the catalog (and its
+//! readers' page caches) alone. All [`Catalog`](crate::Catalog)s of one process open on
+//! the same catalog share one [`AuditCommitter`], whose thread (started by the first
 //! record) repeats:
 //!
 //! 1. take every queued record (at most [`MAX_BATCH`]) and insert them in ONE
@@ -27,7 +29,7 @@
 //! committer's life, and SQLite deletes the WAL only when the last connection to the
 //! database closes; a sync also checks that the file it synced is still linked.
 //! Checkpoints stay SQLite's (automatic, with their own syncs) and copy the records
-//! into the database file; readers see them as before.
+//! into the audit database file; readers see them as before.
 
 use std::{
     collections::HashMap,
@@ -45,7 +47,7 @@ use std::{
 use rusqlite::Connection;
 use rustix::fs::{AtFlags, StatxFlags};
 
-use crate::{CatalogError, KeyAuditRow, Result, connect, kv};
+use crate::{CatalogError, KeyAuditRow, Result, kv, open_audit_database};
 
 /// The most records one audit transaction writes.
 pub const MAX_BATCH: usize = 256;
@@ -189,7 +191,7 @@ impl State {
 }
 
 struct Shared {
-    /// The database (canonical path).
+    /// The audit database (canonical path).
     path: PathBuf,
     state: Mutex<State>,
     /// Wakes the committer thread: a batch is due, or stop.
@@ -226,7 +228,7 @@ impl Drop for AuditCommitter {
 }
 
 impl AuditCommitter {
-    /// The committer shared by every catalog of this process open on `path`.
+    /// The committer shared by every catalog of this process whose audit database is `path`.
     pub(crate) fn for_database(path: &Path) -> Arc<Self> {
         static ALL: OnceLock<Mutex<HashMap<PathBuf, Weak<AuditCommitter>>>> = OnceLock::new();
         let key = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
@@ -490,7 +492,7 @@ impl Log {
         // Commits write the WAL without syncing it; the committer syncs it. (Checkpoints
         // and WAL restarts still sync, as with FULL.)
         Ok(Self {
-            conn: connect(path, "NORMAL")?,
+            conn: open_audit_database(path, "NORMAL")?,
             wal: None,
             written: false,
         })

@@ -665,13 +665,12 @@ impl Catalog {
 
     /// Hands `a` to the group committer and returns at once: [`PendingKeyAudit::wait`]
     /// returns its `seq` once it is durable, so the caller can do its work meanwhile.
-    /// Without a committer (in memory, or inside a transaction of this connection)
-    /// the record is written before this returns.
+    /// Without a committer (in memory) the record is written before this returns.
     pub fn begin_key_audit(&self, a: &KeyAuditRow) -> Result<PendingKeyAudit> {
         match &self.audit {
-            Some(c) if self.conn.is_autocommit() => c.submit(a.clone()),
-            _ => Ok(PendingKeyAudit::written(
-                insert_key_audit(&self.conn, [a])?[0],
+            Some(c) => c.submit(a.clone()),
+            None => Ok(PendingKeyAudit::written(
+                insert_key_audit(self.audit_db()?, [a])?[0],
             )),
         }
     }
@@ -679,10 +678,11 @@ impl Catalog {
     /// Rewrites the result and error code of the audit record `seq` (an operation
     /// recorded before it was made, that then failed); durable when it returns.
     pub fn amend_key_audit(&self, seq: i64, result: &str, error_code: Option<&str>) -> Result<()> {
-        if let Some(e) = injected_failure("kv-audit-amend", self.conn.path().unwrap_or_default()) {
+        let audit = self.audit_db()?;
+        if let Some(e) = injected_failure("kv-audit-amend", audit.path().unwrap_or_default()) {
             return Err(e);
         }
-        let n = self.conn.execute(
+        let n = audit.execute(
             "UPDATE kv_audit SET result = ?2, error_code = ?3 WHERE seq = ?1",
             params![seq, result, error_code],
         )?;
@@ -695,24 +695,24 @@ impl Catalog {
 
     /// A vault's audit records, oldest first.
     pub fn key_audit(&self, vault_guid: &str) -> Result<Vec<KeyAuditRow>> {
-        self.query_all(
+        let mut st = self.audit_db()?.prepare_cached(
             "SELECT seq, vault_guid, time_ms, principal, operation, key_name, key_version, result, \
              error_code FROM kv_audit WHERE vault_guid = ?1 ORDER BY seq",
-            [vault_guid],
-            |r| {
-                Ok(KeyAuditRow {
-                    seq: r.get(0)?,
-                    vault_guid: r.get(1)?,
-                    time_ms: r.get(2)?,
-                    principal: r.get(3)?,
-                    operation: r.get(4)?,
-                    key_name: r.get(5)?,
-                    key_version: r.get(6)?,
-                    result: r.get(7)?,
-                    error_code: r.get(8)?,
-                })
-            },
-        )
+        )?;
+        let rows = st.query_map([vault_guid], |r| {
+            Ok(KeyAuditRow {
+                seq: r.get(0)?,
+                vault_guid: r.get(1)?,
+                time_ms: r.get(2)?,
+                principal: r.get(3)?,
+                operation: r.get(4)?,
+                key_name: r.get(5)?,
+                key_version: r.get(6)?,
+                result: r.get(7)?,
+                error_code: r.get(8)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
 
     /// Publishes a key event.

@@ -3,7 +3,8 @@
 //!
 //! The catalog is one SQLite database (`catalog.db`) in WAL mode with
 //! `synchronous=FULL` and a busy timeout, so several `coffer` processes can use it
-//! at once. All SQL lives in this crate; callers get typed rows and typed
+//! at once; the key audit records live in a second one beside it
+//! (`catalog-audit.db`, [`audit_database_path`]), written by the group committer. All SQL lives in this crate; callers get typed rows and typed
 //! functions. The catalog knows nothing about the storage engine or key material:
 //! it stores sealed/wrapped blobs and fingerprints only, never a key in the clear.
 //!
@@ -16,7 +17,12 @@ mod rows;
 mod schema;
 mod settings;
 
-use std::{path::Path, sync::Arc, time::Duration};
+use std::{
+    cell::OnceCell,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
 
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
@@ -79,9 +85,50 @@ pub type Result<T, E = CatalogError> = std::result::Result<T, E>;
 /// `BEGIN IMMEDIATE` transactions so concurrent processes serialise cleanly.
 pub struct Catalog {
     conn: Connection,
+    /// The audit database's file ([`audit_database_path`]; none in memory).
+    audit_path: Option<PathBuf>,
+    /// This catalog's connection to the audit database, opened at first use.
+    audit_db: OnceCell<Connection>,
     /// The group committer of key audit records this process shares for the
-    /// database file (none in memory).
+    /// audit database file (none in memory).
     audit: Option<Arc<audit::AuditCommitter>>,
+}
+
+/// The file of the key audit records of the catalog at `path`: `{stem}-audit.db` beside
+/// it (`catalog-audit.db` for `catalog.db`), in WAL mode like the catalog.
+pub fn audit_database_path(path: &Path) -> PathBuf {
+    let stem = path
+        .file_stem()
+        .map_or_else(|| "catalog".into(), |s| s.to_string_lossy());
+    path.with_file_name(format!("{stem}-audit.db"))
+}
+
+/// A connection to the audit database at `path` (created owner-only if missing, its
+/// table created if missing), committing with `synchronous`.
+pub(crate) fn open_audit_database(path: &Path, synchronous: &str) -> Result<Connection> {
+    use std::os::unix::fs::OpenOptionsExt;
+    // SQLite gives the -wal/-shm files the database file's mode.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| CatalogError::Invalid(format!("audit database {}: {e}", path.display())))?;
+    let conn = connect(path, synchronous)?;
+    let exists: Option<i64> = conn
+        .query_row(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'kv_audit'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if exists.is_none() {
+        let tx = immediate_tx(&conn)?;
+        tx.execute_batch(schema::AUDIT)?;
+        tx.commit()?;
+    }
+    Ok(conn)
 }
 
 /// A read snapshot of the catalog ([`Catalog::read_snapshot`]); ends when dropped.
@@ -188,9 +235,12 @@ impl Catalog {
     pub fn open(path: &Path) -> Result<Self> {
         let conn = connect(path, "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
+        let audit_path = audit_database_path(path);
         let cat = Self {
             conn,
-            audit: Some(audit::AuditCommitter::for_database(path)),
+            audit: Some(audit::AuditCommitter::for_database(&audit_path)),
+            audit_path: Some(audit_path),
+            audit_db: OnceCell::new(),
         };
         cat.migrate()?;
         Ok(cat)
@@ -200,9 +250,79 @@ impl Catalog {
     pub fn open_in_memory() -> Result<Self> {
         let conn = Connection::open_in_memory()?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        let cat = Self { conn, audit: None };
+        let cat = Self {
+            conn,
+            audit_path: None,
+            audit_db: OnceCell::new(),
+            audit: None,
+        };
         cat.migrate()?;
         Ok(cat)
+    }
+
+    /// This catalog's connection to its audit database (opened at first use; writes
+    /// through it commit with `synchronous=FULL`).
+    pub(crate) fn audit_db(&self) -> Result<&Connection> {
+        if let Some(c) = self.audit_db.get() {
+            return Ok(c);
+        }
+        let conn = match &self.audit_path {
+            Some(p) => open_audit_database(p, "FULL")?,
+            None => {
+                let c = Connection::open_in_memory()?;
+                c.execute_batch(schema::AUDIT)?;
+                c
+            }
+        };
+        Ok(self.audit_db.get_or_init(|| conn))
+    }
+
+    /// Whether the catalog database has the table `name`.
+    fn has_table(&self, name: &str) -> Result<bool> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT 1 FROM main.sqlite_master WHERE type = 'table' AND name = ?1",
+                [name],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()?
+            .is_some())
+    }
+
+    /// Copies the key audit records of a catalog older than schema v8 into the audit
+    /// database, in one transaction of it, before the migration drops them from the
+    /// catalog: a crash in between leaves them in both, and the next open copies again
+    /// (records already there, by `seq`, are kept as they are).
+    fn copy_audit_records_out(&self) -> Result<()> {
+        let audit = self.audit_db()?;
+        let tx = immediate_tx(audit)?;
+        {
+            let mut read = self.conn.prepare(
+                "SELECT seq, vault_guid, time_ms, principal, operation, key_name, key_version, \
+                 result, error_code FROM main.kv_audit ORDER BY seq",
+            )?;
+            let mut write = tx.prepare(
+                "INSERT OR IGNORE INTO kv_audit (seq, vault_guid, time_ms, principal, operation, \
+                 key_name, key_version, result, error_code) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9)",
+            )?;
+            let mut rows = read.query([])?;
+            while let Some(r) = rows.next()? {
+                write.execute(params![
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, Option<String>>(5)?,
+                    r.get::<_, Option<String>>(6)?,
+                    r.get::<_, String>(7)?,
+                    r.get::<_, Option<String>>(8)?,
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
     }
 
     /// Starts a read snapshot: until the guard drops, this connection's statements see
@@ -227,6 +347,9 @@ impl Catalog {
             .query_row("PRAGMA user_version", [], |r| r.get(0))?;
         if current == SCHEMA_VERSION {
             return Ok(());
+        }
+        if current < schema::V8_VERSION && self.has_table("kv_audit")? {
+            self.copy_audit_records_out()?;
         }
         let tx = self.tx()?;
         // Re-read under the write lock: another process may have migrated meanwhile.

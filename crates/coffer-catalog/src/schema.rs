@@ -5,7 +5,7 @@
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
 
-pub(crate) const MIGRATIONS: [&str; 7] = [V1, V2, V3, V4, V5, V6, V7];
+pub(crate) const MIGRATIONS: [&str; 8] = [V1, V2, V3, V4, V5, V6, V7, V8];
 
 const V1: &str = r#"
 CREATE TABLE instance (
@@ -290,4 +290,30 @@ END;
 CREATE TRIGGER kv_key_versions_deleted AFTER DELETE ON kv_key_versions BEGIN
     UPDATE change_counters SET value = value + 1 WHERE name = 'key_vault_objects';
 END;
+"#;
+
+/// The key audit records moved to a database of their own ([`AUDIT`]): an audit commit
+/// (one per batch of key operations) no longer changes the catalog, so the readers'
+/// page caches and snapshots of the catalog stay valid. `Catalog::migrate` copies the
+/// records first; their table here goes.
+pub(crate) const V8_VERSION: u32 = 8;
+const V8: &str = r#"
+DROP TABLE kv_audit;
+"#;
+
+/// The audit database (`{catalog stem}-audit.db` beside the catalog): the key audit
+/// records, `seq` continuing the catalog's former table.
+pub(crate) const AUDIT: &str = r#"
+CREATE TABLE IF NOT EXISTS kv_audit (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    vault_guid  TEXT NOT NULL,
+    time_ms     INTEGER NOT NULL,
+    principal   TEXT NOT NULL,
+    operation   TEXT NOT NULL,
+    key_name    TEXT,
+    key_version TEXT,
+    result      TEXT NOT NULL,
+    error_code  TEXT
+);
+CREATE INDEX IF NOT EXISTS kv_audit_vault ON kv_audit (vault_guid, seq);
 "#;

@@ -285,3 +285,63 @@ pub(crate) fn an_audit_record(vault_guid: &str) -> KeyAuditRow {
         error_code: None,
     }
 }
+
+/// A catalog of schema v7 keeps its key audit records in its own table: opening it
+/// moves them, with their `seq`, to the audit database, and new records follow them.
+#[test]
+fn audit_records_of_an_older_catalog_move_to_the_audit_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("catalog.db");
+    {
+        let old = Connection::open(&path).unwrap();
+        for sql in &schema::MIGRATIONS[..7] {
+            old.execute_batch(sql).unwrap();
+        }
+        old.pragma_update(None, "user_version", 7).unwrap();
+        for op in ["wrapKey", "unwrapKey", "decrypt"] {
+            old.execute(
+                "INSERT INTO kv_audit (vault_guid, time_ms, principal, operation, result) \
+                 VALUES ('g', 1, 'p', ?1, 'Succeeded')",
+                [op],
+            )
+            .unwrap();
+        }
+    }
+    for _ in 0..2 {
+        let c = Catalog::open(&path).unwrap();
+        let moved = c.key_audit("g").unwrap();
+        let ops: Vec<_> = moved
+            .iter()
+            .map(|a| (a.seq, a.operation.as_str()))
+            .collect();
+        assert_eq!(ops, [(1, "wrapKey"), (2, "unwrapKey"), (3, "decrypt")]);
+        assert!(!c.has_table("kv_audit").unwrap());
+    }
+    let c = Catalog::open(&path).unwrap();
+    c.log_key_audit(&an_audit_record("g")).unwrap();
+    assert_eq!(c.key_audit("g").unwrap().last().unwrap().seq, 4);
+    assert!(audit_database_path(&path).ends_with("catalog-audit.db"));
+}
+
+/// Audit records are committed to the audit database: the catalog itself does not
+/// change, so its readers' page caches and kept rows stay valid.
+#[test]
+fn audit_commits_leave_the_catalog_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("catalog.db");
+    let c = Catalog::open(&path).unwrap();
+    let reader = Connection::open(&path).unwrap();
+    let version = |r: &Connection| -> i64 {
+        r.query_row("PRAGMA data_version", [], |row| row.get(0))
+            .unwrap()
+    };
+    let before = version(&reader);
+    for _ in 0..5 {
+        c.log_key_audit(&an_audit_record("g")).unwrap();
+    }
+    assert_eq!(version(&reader), before);
+    assert_eq!(c.key_audit("g").unwrap().len(), 5);
+    // A change to the catalog does move it.
+    c.create_group(&group("rg")).unwrap();
+    assert_ne!(version(&reader), before);
+}

@@ -1373,7 +1373,13 @@ fn a_data_plane_result_is_never_returned_without_its_audit_record() {
     admin(&c, "keyvault create -n kv-aud");
     admin(&c, "keyvault key create --vault-name kv-aud -n k");
     wrapped(&c, "kv-aud", "k");
-    let db = rusqlite::Connection::open(c.home.join("catalog.db")).unwrap();
+    // The key audit records live in their own database beside the catalog, owner-only.
+    let audit_db = c.home.join("catalog-audit.db");
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&audit_db).unwrap().permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+    let db = rusqlite::Connection::open(&audit_db).unwrap();
     db.execute_batch(
         "CREATE TRIGGER no_audit BEFORE INSERT ON kv_audit \
          BEGIN SELECT RAISE(ABORT, 'audit store unavailable'); END;",

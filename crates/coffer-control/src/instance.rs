@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! HOME/catalog.db          SQLite catalog (WAL)
+//! HOME/catalog-audit.db    key audit records (SQLite, WAL, mode 0600)
 //! HOME/master.key          32 random bytes, mode 0600 (unless --master-key-file)
 //! HOME/storage/{vault-id}/ each vault's encrypted object store
 //! HOME/locks/{vault-id}.lock
