@@ -348,8 +348,13 @@ impl Catalog {
         if current == SCHEMA_VERSION {
             return Ok(());
         }
-        if current < schema::V8_VERSION && self.has_table("kv_audit")? {
-            self.copy_audit_records_out()?;
+        if current < schema::V8_VERSION {
+            // One snapshot of the catalog for the check and the copy: another process
+            // may migrate (and drop the table) meanwhile.
+            let _snapshot = self.read_snapshot()?;
+            if self.has_table("kv_audit")? {
+                self.copy_audit_records_out()?;
+            }
         }
         let tx = self.tx()?;
         // Re-read under the write lock: another process may have migrated meanwhile.
