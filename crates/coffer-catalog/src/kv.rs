@@ -254,6 +254,18 @@ fn version_from(r: &Row<'_>) -> rusqlite::Result<KeyVersionRow> {
 const VERSION_COLS: &str = "vault_guid, name, version, kty, public_jwk_json, attributes_json, \
     sealed_private, created_ms, updated_ms";
 
+/// Every row of `sql` on `conn`, mapped by `f`.
+fn query_all_on<T, P: rusqlite::Params>(
+    conn: &Connection,
+    sql: &str,
+    p: P,
+    f: fn(&Row<'_>) -> rusqlite::Result<T>,
+) -> Result<Vec<T>> {
+    let mut st = conn.prepare_cached(sql)?;
+    let rows = st.query_map(p, f)?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}
+
 impl Catalog {
     fn query_all<T, P: rusqlite::Params>(
         &self,
@@ -261,9 +273,7 @@ impl Catalog {
         p: P,
         f: fn(&Row<'_>) -> rusqlite::Result<T>,
     ) -> Result<Vec<T>> {
-        let mut st = self.conn.prepare_cached(sql)?;
-        let rows = st.query_map(p, f)?;
-        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        query_all_on(&self.conn, sql, p, f)
     }
 
     fn query_one<T, P: rusqlite::Params>(
@@ -695,24 +705,25 @@ impl Catalog {
 
     /// A vault's audit records, oldest first.
     pub fn key_audit(&self, vault_guid: &str) -> Result<Vec<KeyAuditRow>> {
-        let mut st = self.audit_db()?.prepare_cached(
+        query_all_on(
+            self.audit_db()?,
             "SELECT seq, vault_guid, time_ms, principal, operation, key_name, key_version, result, \
              error_code FROM kv_audit WHERE vault_guid = ?1 ORDER BY seq",
-        )?;
-        let rows = st.query_map([vault_guid], |r| {
-            Ok(KeyAuditRow {
-                seq: r.get(0)?,
-                vault_guid: r.get(1)?,
-                time_ms: r.get(2)?,
-                principal: r.get(3)?,
-                operation: r.get(4)?,
-                key_name: r.get(5)?,
-                key_version: r.get(6)?,
-                result: r.get(7)?,
-                error_code: r.get(8)?,
-            })
-        })?;
-        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+            [vault_guid],
+            |r| {
+                Ok(KeyAuditRow {
+                    seq: r.get(0)?,
+                    vault_guid: r.get(1)?,
+                    time_ms: r.get(2)?,
+                    principal: r.get(3)?,
+                    operation: r.get(4)?,
+                    key_name: r.get(5)?,
+                    key_version: r.get(6)?,
+                    result: r.get(7)?,
+                    error_code: r.get(8)?,
+                })
+            },
+        )
     }
 
     /// Publishes a key event.

@@ -4,8 +4,8 @@
 //! The catalog is one SQLite database (`catalog.db`) in WAL mode with
 //! `synchronous=FULL` and a busy timeout, so several `coffer` processes can use it
 //! at once; the key audit records live in a second one beside it
-//! (`catalog-audit.db`, [`audit_database_path`]), written by the group committer. All SQL lives in this crate; callers get typed rows and typed
-//! functions. The catalog knows nothing about the storage engine or key material:
+//! (`catalog-audit.db`, [`audit_database_path`]), written by the group committer.
+//! All SQL lives in this crate; callers get typed rows and typed functions. The catalog knows nothing about the storage engine or key material:
 //! it stores sealed/wrapped blobs and fingerprints only, never a key in the clear.
 //!
 //! Schema changes are applied by [`Catalog::open`] through numbered migrations
@@ -308,17 +308,11 @@ impl Catalog {
             )?;
             let mut rows = read.query([])?;
             while let Some(r) = rows.next()? {
-                write.execute(params![
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, i64>(2)?,
-                    r.get::<_, String>(3)?,
-                    r.get::<_, String>(4)?,
-                    r.get::<_, Option<String>>(5)?,
-                    r.get::<_, Option<String>>(6)?,
-                    r.get::<_, String>(7)?,
-                    r.get::<_, Option<String>>(8)?,
-                ])?;
+                // The nine columns as stored, whatever their types.
+                let values = (0..9)
+                    .map(|i| r.get::<_, rusqlite::types::Value>(i))
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                write.execute(rusqlite::params_from_iter(values))?;
             }
         }
         tx.commit()?;
