@@ -166,8 +166,8 @@ impl Stats {
         self.rate
     }
 
-    /// One measurement of several rounds: their operations over their summed steady
-    /// windows, all their latencies, CPU use weighted by wall time.
+    /// One measurement of several rounds: their rates weighted by their steady windows,
+    /// all their latencies, CPU use weighted by wall time.
     fn merge(parts: impl Iterator<Item = Stats>) -> Stats {
         let mut all = Stats {
             ops: 0,
@@ -261,8 +261,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 /// Runs `op` on `threads` threads (named `{name}-{threads}`, for profiles) for `secs`
 /// seconds. Each thread builds its state with `setup` and warms up (untimed) before all
-/// start together; the rate counts the operations completed in the steady window
-/// ([`STEADY_FROM`]).
+/// start together; the rate is [`steady_rate`]'s.
 fn measure<S>(
     name: &str,
     threads: usize,
@@ -481,8 +480,7 @@ pub(crate) fn run(o: &Options) -> Value {
     let fsync = durable_append(tmp.path(), o.secs.min(1.0));
     // Raw RSA at one thread a core; Coffer at as many callers, then at each of
     // `callers` (more than cores, as a server runs).
-    let raw_counts = vec![o.threads];
-    let mut coffer_counts = raw_counts.clone();
+    let mut coffer_counts = vec![o.threads];
     coffer_counts.extend(o.callers.iter().filter(|&&c| c > o.threads));
     coffer_counts.sort_unstable();
     coffer_counts.dedup();
@@ -556,7 +554,7 @@ pub(crate) fn run(o: &Options) -> Value {
         let mut plan: Vec<(Step, usize)> = coffer_counts
             .iter()
             .flat_map(|&t| Step::ALL.into_iter().map(move |s| (s, t)))
-            .filter(|(s, t)| !s.is_raw() || raw_counts.contains(t))
+            .filter(|(s, t)| !s.is_raw() || *t == o.threads)
             .collect();
         let mut rounds: Vec<HashMap<(Step, usize), Stats>> = Vec::new();
         for _ in 0..o.rounds {
@@ -610,18 +608,6 @@ pub(crate) fn run(o: &Options) -> Value {
                 .collect()
         };
         let ratio = |coffer, t, raw, raw_t| median(per_round(coffer, t, raw, raw_t));
-        let mut fraction = serde_json::Map::new();
-        for &t in &coffer_counts {
-            if raw_counts.contains(&t) {
-                fraction.insert(
-                    format!("threads_{t}"),
-                    json!({
-                        "wrap": ratio(Step::CofferWrap, t, Step::RawEncrypt, t),
-                        "unwrap": ratio(Step::CofferUnwrap, t, Step::RawDecrypt, t),
-                    }),
-                );
-            }
-        }
         // Per number of concurrent callers; the figure is the best of them (the key
         // vault's capacity: a server's callers queue as these do).
         let by_callers: Vec<Value> = coffer_counts
@@ -666,7 +652,6 @@ pub(crate) fn run(o: &Options) -> Value {
         }
         summary.push(json!({
             "bits": bits,
-            "coffer_over_raw": fraction,
             "over_both_cores": over_both_cores,
         }));
     }
@@ -725,14 +710,6 @@ pub(crate) fn table(doc: &Value) -> String {
         f["p99_us"].as_f64().unwrap_or(0.0),
     );
     for x in doc["summary"].as_array().into_iter().flatten() {
-        for (k, v) in x["coffer_over_raw"].as_object().into_iter().flatten() {
-            s += &format!(
-                "RSA-{} {k}: coffer/raw wrap {:.0}%, unwrap {:.0}%\n",
-                x["bits"],
-                100.0 * v["wrap"].as_f64().unwrap_or(0.0),
-                100.0 * v["unwrap"].as_f64().unwrap_or(0.0),
-            );
-        }
         let b = &x["over_both_cores"];
         for c in b["by_callers"].as_array().into_iter().flatten() {
             s += &format!(
