@@ -12,6 +12,7 @@
 //! recorded in SQLite's `user_version` (see [`SCHEMA_VERSION`]).
 
 mod audit;
+mod commits;
 mod kv;
 mod rows;
 mod schema;
@@ -27,6 +28,7 @@ use std::{
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
 pub use audit::{MAX_BATCH as MAX_AUDIT_BATCH, PendingKeyAudit};
+pub use commits::commits_path;
 pub use kv::*;
 pub use rows::*;
 pub use schema::SCHEMA_VERSION;
@@ -72,6 +74,14 @@ pub enum CatalogError {
     /// A stored value does not parse (e.g. an unknown enum string).
     #[error("catalog holds an invalid value: {0}")]
     Invalid(String),
+    /// A file beside the catalog database could not be opened or mapped.
+    #[error("catalog file {path}: {source}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The commit of a batch of key audit records failed: every caller whose record
     /// was in the batch gets this error (the shared cause).
     #[error("the key audit record could not be committed: {0}")]
@@ -92,6 +102,9 @@ pub struct Catalog {
     /// The group committer of key audit records this process shares for the
     /// audit database file (none in memory).
     audit: Option<Arc<audit::AuditCommitter>>,
+    /// The count of commits by every process, which this connection's commits move
+    /// (none in memory).
+    commits: Option<commits::CommitCounter>,
 }
 
 /// The file of the key audit records of the catalog at `path`: `{stem}-audit.db` beside
@@ -233,11 +246,19 @@ fn immediate_tx(conn: &Connection) -> Result<Transaction<'_>> {
 impl Catalog {
     /// Opens (creating if needed) the catalog at `path` and brings its schema up to date.
     pub fn open(path: &Path) -> Result<Self> {
-        let conn = connect(path, "FULL")?;
+        let mut conn = connect(path, "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
+        // Every process that writes the catalog counts its commits, or other processes'
+        // caches could miss them: no counter, no catalog.
+        let commits = commits::CommitCounter::open(path).map_err(|source| CatalogError::File {
+            path: commits_path(path),
+            source,
+        })?;
+        commits.count_commits_of(&mut conn)?;
         let audit_path = audit_database_path(path);
         let cat = Self {
             conn,
+            commits: Some(commits),
             audit: Some(audit::AuditCommitter::for_database(&audit_path)),
             audit_path: Some(audit_path),
             audit_db: OnceCell::new(),
@@ -255,6 +276,7 @@ impl Catalog {
             audit_path: None,
             audit_db: OnceCell::new(),
             audit: None,
+            commits: None,
         };
         cat.migrate()?;
         Ok(cat)
@@ -329,6 +351,18 @@ impl Catalog {
         }
         self.conn.prepare_cached("BEGIN DEFERRED")?.execute([])?;
         Ok(ReadSnapshot(Some(&self.conn)))
+    }
+
+    /// The number of commits made to this catalog by every process, read from shared
+    /// memory (no system call, no transaction), or `None` while a commit is in flight,
+    /// for an in-memory catalog, or until the next commit after a writer was killed
+    /// mid-commit. Equal numbers read before and after some reads of the catalog mean
+    /// those reads saw the state at that number; while it stays the same, so does the
+    /// catalog (a commit in flight is one whose call has not returned).
+    pub fn settled_commits(&self) -> Option<u64> {
+        self.commits
+            .as_ref()
+            .and_then(commits::CommitCounter::settled)
     }
 
     fn tx(&self) -> Result<Transaction<'_>> {

@@ -27,6 +27,7 @@ mod operations;
 mod procinfo;
 pub mod rbac;
 pub mod resources;
+mod row_cache;
 mod util;
 mod vaults;
 

@@ -373,7 +373,7 @@ pub(crate) struct AssignmentCache(Mutex<CachedAssignments>);
 
 #[derive(Debug, Default)]
 struct CachedAssignments {
-    generation: i64,
+    checked: crate::row_cache::Checked,
     lists: HashMap<Option<String>, Arc<Vec<RoleAssignmentRow>>>,
 }
 
@@ -435,21 +435,24 @@ impl Instance {
     }
 
     /// The role assignments of Azure RBAC (`hsm = None`) or of one managed HSM as the
-    /// catalog holds them now: from this instance's cache when the catalog's change
-    /// counter of assignments has not moved since they were read, else read again.
+    /// catalog holds them now: from this instance's cache when nothing was committed
+    /// since they were checked or the catalog's change counter of assignments has not
+    /// moved since they were read, else read again.
     fn role_assignments_current(&self, hsm: Option<&str>) -> Result<Arc<Vec<RoleAssignmentRow>>> {
-        // The counter is read first: assignments read after it are at least as new.
-        let generation = self.catalog.role_assignments_generation()?;
-        let key = hsm.map(str::to_owned);
+        let before = self.catalog.settled_commits();
         let mut cache = self
             .assignment_cache
             .0
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        if cache.generation != generation {
-            cache.generation = generation;
-            cache.lists.clear();
+        if !cache.checked.is_current(before) {
+            // The counter is read first: assignments read after it are at least as new.
+            let generation = self.catalog.role_assignments_generation()?;
+            if cache.checked.confirm(&self.catalog, generation, before) {
+                cache.lists.clear();
+            }
         }
+        let key = hsm.map(str::to_owned);
         if let Some(list) = cache.lists.get(&key) {
             return Ok(Arc::clone(list));
         }

@@ -178,10 +178,10 @@ impl Instance {
             name,
             version,
         } = *k;
-        // The lookups and the authorization read one snapshot of the catalog; it ends
-        // before the key is used and the audit record is committed. The rows come from
-        // this instance's cache while the catalog's change counter says they are current.
-        let snapshot = self.catalog.read_snapshot()?;
+        // The lookups and the authorization read one snapshot of the catalog (none
+        // while nothing was committed since the last check); it ends before the key is
+        // used and the audit record is committed. The rows come from this instance's
+        // cache while the catalog's change counter says they are current.
         let rows = self.key_rows()?;
         let vault = rows.live_vault(vault)?;
         let v = &vault.row;
@@ -204,7 +204,7 @@ impl Instance {
             }
             Ok(entry)
         })();
-        drop(snapshot);
+        drop(rows);
         let entry = match usable {
             Ok(entry) => entry,
             Err(e) => {

@@ -3,10 +3,13 @@
 //! catalog's change counter of key vaults, keys and key versions is unchanged.
 //!
 //! Triggers bump that counter in the transaction of every insert, update or delete of
-//! those rows (schema v7), by any process. [`Instance::key_rows`] reads it in the
-//! caller's read snapshot and drops every kept row when it moved, so a call sees the
-//! rows of its own snapshot: a disabled, deleted or rotated key takes effect at the
-//! next call, as without the cache. Only successful lookups are kept; a failed one is
+//! those rows (schema v7), by any process. [`Instance::key_rows`] reads it in a read
+//! snapshot it keeps for the call and drops every kept row when it moved, so a call
+//! sees the rows of its own snapshot: a disabled, deleted or rotated key takes effect
+//! at the next call, as without the cache. While no process has committed anything
+//! since the counter was last read ([`Checked`]), the call reads nothing from the
+//! catalog; rows it does not hold yet are then read each in its own snapshot, at
+//! least as new as the kept ones. Only successful lookups are kept; a failed one is
 //! made again, with its error, by the next call. Time-dependent checks (`nbf`, `exp`)
 //! are made on every call.
 
@@ -16,7 +19,10 @@ use std::{
     sync::{Arc, Mutex, MutexGuard},
 };
 
+use coffer_catalog::ReadSnapshot;
+
 use super::*;
+use crate::row_cache::Checked;
 
 /// A live vault and its properties.
 pub(crate) struct VaultEntry {
@@ -37,7 +43,7 @@ pub(crate) struct KeyRowCache(Mutex<Rows>);
 #[derive(Default)]
 struct Rows {
     /// The change counter the rows were read at.
-    generation: Option<i64>,
+    checked: Checked,
     /// By vault name (ASCII lowercase: names compare case-insensitively).
     vaults: HashMap<String, Arc<VaultEntry>>,
     /// By vault guid and key name.
@@ -52,22 +58,38 @@ impl KeyRowCache {
     }
 }
 
-/// Lookups valid in the catalog read snapshot [`Instance::key_rows`] was called in.
-pub(crate) struct KeyRows<'a>(&'a Instance);
+/// Lookups of one data-plane call, valid until dropped (which ends the read snapshot
+/// they were checked in, if the catalog had to be read).
+pub(crate) struct KeyRows<'a> {
+    instance: &'a Instance,
+    _snapshot: Option<ReadSnapshot<'a>>,
+}
 
 impl Instance {
-    /// Data-plane lookups for the current read snapshot: reads the change counter and
-    /// forgets the kept rows if it moved since they were read.
+    /// Data-plane lookups of the current state of the catalog: unless nothing was
+    /// committed since it was last read, reads the change counter (in a snapshot kept
+    /// until the returned lookups drop) and forgets the kept rows if it moved.
     pub(crate) fn key_rows(&self) -> Result<KeyRows<'_>> {
-        let generation = Some(self.catalog.key_vault_objects_generation()?);
+        let before = self.catalog.settled_commits();
+        if self.key_row_cache.lock().checked.is_current(before) {
+            return Ok(KeyRows {
+                instance: self,
+                _snapshot: None,
+            });
+        }
+        let snapshot = self.catalog.read_snapshot()?;
+        let generation = self.catalog.key_vault_objects_generation()?;
         let mut rows = self.key_row_cache.lock();
-        if rows.generation != generation {
+        if rows.checked.confirm(&self.catalog, generation, before) {
             *rows = Rows {
-                generation,
+                checked: rows.checked,
                 ..Rows::default()
             };
         }
-        Ok(KeyRows(self))
+        Ok(KeyRows {
+            instance: self,
+            _snapshot: Some(snapshot),
+        })
     }
 }
 
@@ -79,11 +101,11 @@ impl KeyRows<'_> {
         key: K,
         load: impl FnOnce() -> Result<V>,
     ) -> Result<Arc<V>> {
-        if let Some(v) = of(&mut self.0.key_row_cache.lock()).get(&key) {
+        if let Some(v) = of(&mut self.instance.key_row_cache.lock()).get(&key) {
             return Ok(Arc::clone(v));
         }
         let v = Arc::new(load()?);
-        of(&mut self.0.key_row_cache.lock()).insert(key, Arc::clone(&v));
+        of(&mut self.instance.key_row_cache.lock()).insert(key, Arc::clone(&v));
         Ok(v)
     }
 
@@ -93,7 +115,7 @@ impl KeyRows<'_> {
             |r| &mut r.vaults,
             name.to_ascii_lowercase(),
             || {
-                let row = self.0.live_vault(name)?;
+                let row = self.instance.live_vault(name)?;
                 let props = Instance::props(&row)?;
                 Ok(VaultEntry { row, props })
             },
@@ -105,7 +127,7 @@ impl KeyRows<'_> {
         self.get(
             |r| &mut r.keys,
             (v.guid.clone(), name.to_ascii_lowercase()),
-            || self.0.live_key(v, name),
+            || self.instance.live_key(v, name),
         )
     }
 
@@ -127,7 +149,7 @@ impl KeyRows<'_> {
                 ver.to_ascii_lowercase(),
             ),
             || {
-                let row = self.0.version_row(v, k, Some(ver))?;
+                let row = self.instance.version_row(v, k, Some(ver))?;
                 let attrs = Instance::attrs(&row)?;
                 Ok(VersionEntry { row, attrs })
             },
