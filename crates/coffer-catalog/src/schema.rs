@@ -5,7 +5,7 @@
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
 
-pub(crate) const MIGRATIONS: [&str; 8] = [V1, V2, V3, V4, V5, V6, V7, V8];
+pub(crate) const MIGRATIONS: [&str; 9] = [V1, V2, V3, V4, V5, V6, V7, V8, V9];
 
 const V1: &str = r#"
 CREATE TABLE instance (
@@ -300,6 +300,12 @@ pub(crate) const V8_VERSION: u32 = 8;
 const V8: &str = r#"
 DROP TABLE kv_audit;
 "#;
+
+/// No change of tables: from this version on, every process that writes the catalog
+/// counts its commits in `{catalog}-commits` (`commits.rs`), which processes' caches of
+/// catalog rows trust. A build without the count would write unseen: it refuses a
+/// catalog of this version (`SchemaTooNew`).
+const V9: &str = "-- no change of tables";
 
 /// The audit database (`{catalog stem}-audit.db` beside the catalog): the key audit
 /// records, `seq` continuing the catalog's former table.

@@ -244,8 +244,9 @@ impl PrivateKey {
         }))
     }
 
-    /// Another handle on the same material (for the cache).
-    fn share(&self) -> Self {
+    /// Another handle on the same material (for caches: the material is freed, and
+    /// zeroized, when the last handle drops).
+    pub fn share(&self) -> Self {
         Self(Arc::clone(&self.0))
     }
 

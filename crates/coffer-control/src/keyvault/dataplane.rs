@@ -220,8 +220,8 @@ impl Instance {
         let ver = Some(entry.row.version.as_str());
         let row = Self::audit_row(v, principal, op, Some(name), ver, None);
         let pending = self.catalog.begin_key_audit(&row)?;
-        let r = self
-            .open_material(v, &entry.row)
+        let r = entry
+            .material(self, v)
             .and_then(|key| f(v, &entry.row, key));
         let seq = pending.wait();
         match (r, seq) {

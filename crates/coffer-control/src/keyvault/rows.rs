@@ -17,9 +17,11 @@ use std::{
     collections::HashMap,
     hash::Hash,
     sync::{Arc, Mutex, MutexGuard},
+    time::Instant,
 };
 
 use coffer_catalog::ReadSnapshot;
+use coffer_keyvault::{KEY_CACHE_TTL, PrivateKey};
 
 use super::*;
 use crate::row_cache::Checked;
@@ -34,6 +36,29 @@ pub(crate) struct VaultEntry {
 pub(crate) struct VersionEntry {
     pub(crate) row: KeyVersionRow,
     pub(crate) attrs: KeyAttrs,
+    /// A software version's unsealed material once a call used it, and when it was
+    /// unsealed: served to later calls for [`KEY_CACHE_TTL`], as the process's cache of
+    /// unsealed keys would be, without hashing the sealed bytes again.
+    unsealed: Mutex<Option<(PrivateKey, Instant)>>,
+}
+
+impl VersionEntry {
+    /// The key material of this version of vault `v`.
+    pub(crate) fn material(&self, instance: &Instance, v: &KeyVaultRow) -> Result<Material> {
+        if self.row.kty.ends_with("-HSM") {
+            return instance.open_material(v, &self.row);
+        }
+        let mut unsealed = self.unsealed.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((key, at)) = &*unsealed
+            && at.elapsed() < KEY_CACHE_TTL
+        {
+            return Ok(Material::Soft(key.share()));
+        }
+        *unsealed = None;
+        let key = instance.open_private(v, &self.row)?;
+        *unsealed = Some((key.share(), Instant::now()));
+        Ok(Material::Soft(key))
+    }
 }
 
 /// The rows an [`Instance`] looked up for data-plane calls (`Instance::key_row_cache`).
@@ -151,7 +176,11 @@ impl KeyRows<'_> {
             || {
                 let row = self.instance.version_row(v, k, Some(ver))?;
                 let attrs = Instance::attrs(&row)?;
-                Ok(VersionEntry { row, attrs })
+                Ok(VersionEntry {
+                    row,
+                    attrs,
+                    unsealed: Mutex::default(),
+                })
             },
         )
     }
