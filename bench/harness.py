@@ -522,7 +522,8 @@ def main():
                 if t.name == "coffer":
                     # The hardware limit of this repetition: measured just before and just
                     # after Coffer's run (page-cache read of the whole dataset, and the
-                    # single-pass pipeline cost over all cores on up to 1 GiB of it), and
+                    # single-pass pipeline cost over all cores on its first whole files up
+                    # to 1 GiB: all of the large image, one 2 GiB file), and
                     # averaged, so that a quiet or busy minute of the host on one side of
                     # the run weighs half.
                     hws.append(mean_limit(before, hwlimit(ds.path)))

@@ -188,9 +188,10 @@ fn hwlimit(
     let mut list = Vec::new();
     files(path, &mut list);
     // Warm the page cache with every file (many readers: some may have to come from the
-    // disk), keep up to `max_bytes` of them in memory for the pipeline pass (in a buffer
-    // reserved up front so that filling it never copies what it holds), then time a
-    // second read of every file.
+    // disk), keep whole files in memory for the pipeline pass until they reach
+    // `max_bytes` (the last one whole: a single large file, as the VM image, is passed
+    // whole; a buffer reserved up front, so that filling it rarely copies what it holds),
+    // then time a second read of every file.
     read_all(&list);
     let total: u64 = list.iter().map(|(_, len)| len).sum();
     let mut data = Vec::with_capacity(usize::try_from(total.min(max_bytes)).unwrap_or(0));
