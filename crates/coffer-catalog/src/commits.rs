@@ -40,7 +40,7 @@ const FILE_LEN: u64 = 16;
 const AUTOCHECKPOINT_PAGES: i32 = 1000;
 
 /// The file of the commit counter of the catalog at `path`: `{path}-commits`.
-pub fn commits_path(path: &Path) -> PathBuf {
+pub(crate) fn commits_path(path: &Path) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
     name.push("-commits");
     PathBuf::from(name)
@@ -149,12 +149,19 @@ mod tests {
         conn
     }
 
-    #[test]
-    fn each_write_commit_counts_once_and_reads_do_not() {
+    /// A fresh catalog file in a temporary directory (kept while the first item lives),
+    /// its path, its counter, and a connection whose commits it counts.
+    fn counted_catalog() -> (tempfile::TempDir, PathBuf, CommitCounter, Connection) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("catalog.db");
         let counter = CommitCounter::open(&path).unwrap();
         let conn = catalog_conn(&path, &counter);
+        (dir, path, counter, conn)
+    }
+
+    #[test]
+    fn each_write_commit_counts_once_and_reads_do_not() {
+        let (_dir, _, counter, conn) = counted_catalog();
         assert_eq!(counter.settled(), Some(0));
         conn.execute_batch("CREATE TABLE t (x)").unwrap();
         assert_eq!(counter.settled(), Some(1));
@@ -183,13 +190,8 @@ mod tests {
     /// file a killed writer left unsettled settles at the next completed commit.
     #[test]
     fn every_mapping_shares_the_counts_and_a_claimed_commit_settles_later() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("catalog.db");
-        let (a, b) = (
-            CommitCounter::open(&path).unwrap(),
-            CommitCounter::open(&path).unwrap(),
-        );
-        let conn = catalog_conn(&path, &a);
+        let (_dir, path, a, conn) = counted_catalog();
+        let b = CommitCounter::open(&path).unwrap();
         conn.execute_batch("CREATE TABLE t (x)").unwrap();
         assert_eq!(b.settled(), Some(1));
         // A writer killed after its claim, before its commit completed.
@@ -206,17 +208,12 @@ mod tests {
     /// The WAL hook that counts commits still checkpoints a growing WAL.
     #[test]
     fn the_wal_is_checkpointed_as_by_default() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("catalog.db");
-        let counter = CommitCounter::open(&path).unwrap();
-        let conn = catalog_conn(&path, &counter);
+        let (_dir, _, _counter, conn) = counted_catalog();
         conn.execute_batch("CREATE TABLE t (x)").unwrap();
         let blob = vec![7u8; 3000];
         for _ in 0..2000 {
             conn.execute("INSERT INTO t VALUES (?1)", [&blob]).unwrap();
         }
-        let mut wal = path.as_os_str().to_owned();
-        wal.push("-wal");
         let (_, log, checkpointed): (i64, i64, i64) = conn
             .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?))

@@ -28,7 +28,6 @@ use std::{
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
 pub use audit::{MAX_BATCH as MAX_AUDIT_BATCH, PendingKeyAudit};
-pub use commits::commits_path;
 pub use kv::*;
 pub use rows::*;
 pub use schema::SCHEMA_VERSION;
@@ -251,7 +250,7 @@ impl Catalog {
         // Every process that writes the catalog counts its commits, or other processes'
         // caches could miss them: no counter, no catalog.
         let commits = commits::CommitCounter::open(path).map_err(|source| CatalogError::File {
-            path: commits_path(path),
+            path: commits::commits_path(path),
             source,
         })?;
         commits.count_commits_of(&mut conn)?;

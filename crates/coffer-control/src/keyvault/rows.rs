@@ -67,7 +67,8 @@ pub(crate) struct KeyRowCache(Mutex<Rows>);
 
 #[derive(Default)]
 struct Rows {
-    /// The change counter the rows were read at.
+    /// The change counter the rows were read at, and the settled commit count at
+    /// which it was last read.
     checked: Checked,
     /// By vault name (ASCII lowercase: names compare case-insensitively).
     vaults: HashMap<String, Arc<VaultEntry>>,
