@@ -251,13 +251,30 @@ class Coffer(Tool):
         return du(os.path.join(self.repo, "storage"))
 
 
+def from_template(tool, repo, init):
+    """Makes `repo` a copy of an empty repository that `init(path)` made once in this run.
+    `restic init` takes about 3 s (its key derivation), 9 times a run; a copy of the empty
+    repository (its config, key and empty directories) takes milliseconds. Every repetition
+    still starts from an empty repository and an empty cache."""
+    template = os.path.join(WORK, f"template-{tool}")
+    if template not in TEMPLATES:
+        shutil.rmtree(template, ignore_errors=True)
+        init(template)
+        TEMPLATES.add(template)
+    shutil.copytree(template, repo, symlinks=True)
+
+
+TEMPLATES = set()  # the template repositories made in this run
+
+
 class Restic(Tool):
     name, binary = "restic", "restic"
     env = {"RESTIC_PASSWORD": PASSWORD, "RESTIC_CACHE_DIR": os.path.join(WORK, "cache/restic")}
 
     def init(self, src):
-        subprocess.run(["restic", "-r", self.repo, "init", "--repository-version", "2"], env=dict(os.environ, **self.env),
-                       check=True, stdout=subprocess.DEVNULL)
+        from_template(self.name, self.repo, lambda path: subprocess.run(
+            ["restic", "-r", path, "init", "--repository-version", "2"], env=dict(os.environ, **self.env),
+            check=True, stdout=subprocess.DEVNULL))
 
     def backup(self, src):
         return run(["restic", "-r", self.repo, "backup", "--compression", "auto", "-q", src], self.env)
@@ -274,8 +291,9 @@ class Rustic(Restic):
     env = {"RUSTIC_PASSWORD": PASSWORD, "RUSTIC_CACHE_DIR": os.path.join(WORK, "cache/rustic")}
 
     def init(self, src):
-        subprocess.run(["rustic", "-r", self.repo, "init"], env=dict(os.environ, **self.env), check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        from_template(self.name, self.repo, lambda path: subprocess.run(
+            ["rustic", "-r", path, "init"], env=dict(os.environ, **self.env), check=True,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
 
     def backup(self, src):
         return run(["rustic", "-r", self.repo, "backup", src], self.env)
@@ -432,41 +450,93 @@ def mean_limit(before, after):
     return {**before, **{k: (before[k] + after[k]) / 2 for k in keys}, "before": before, "after": after}
 
 
+PENDING = []  # clean-ups running in the background (rm processes)
+
+
+def clean_up_later(*paths):
+    """Moves `paths` aside and deletes them in the background, while the next untimed steps
+    run (the next tool's set-up and warming): deleting a restored tree of 200,000 files and a
+    repository took 2-3 s a call, 45 calls a run. `settle` waits for it."""
+    trash = []
+    for p in paths:
+        if os.path.lexists(p):
+            aside = f"{p}.deleting-{len(PENDING)}-{time.monotonic_ns()}"
+            os.rename(p, aside)
+            trash.append(aside)
+    delete_in_background(trash)
+
+
+def delete_in_background(paths):
+    if paths:
+        PENDING.append(subprocess.Popen(["rm", "-rf", "--", *paths]))
+
+
+def settle():
+    """Waits for the background clean-ups, so that nothing else runs during a measurement."""
+    while PENDING:
+        PENDING.pop().wait()
+
+
 def measure(tool_cls, ds, warmed=False):
     began = time.monotonic()
+    spent = {"setup": 0.0, "warm": 0.0, "sync": 0.0, "stored": 0.0, "change": 0.0, "cleanup": 0.0}
+    mark = [began]
+
+    def lap(what):  # charges the time since the last lap to `what`
+        now = time.monotonic()
+        spent[what] += now - mark[0]
+        mark[0] = now
+
     name = tool_cls.name
     repo = os.path.join(WORK, f"repo-{name}")
     target = os.path.join(RESTORE_DIR, f"coffer-bench-restore-{name}")
-    for p in (repo, target, repo + ".key", repo + ".send-log"):
-        shutil.rmtree(p, ignore_errors=True) if os.path.isdir(p) else (os.path.exists(p) and os.remove(p))
-    shutil.rmtree(os.path.join(WORK, "cache"), ignore_errors=True)
+    clean_up_later(repo, target, repo + ".key", repo + ".send-log", os.path.join(WORK, "cache"))
     t = tool_cls(repo)
     t.init(ds.path)
+    lap("setup")
     r = {}
     # Every timed step starts with the earlier steps' writes on disk (os.sync), so no
     # tool pays for another step's (or another tool's) write-back.
     if not warmed:  # hwlimit, just before Coffer's run, has read every file twice
         warm(ds.path)
+    lap("warm")
+    settle()
+    lap("cleanup")
     os.sync()
+    lap("sync")
     r["load1"] = os.getloadavg()[0]  # machine load as the tool starts (other jobs would show here)
     r["first_s"], rss1, _ = t.backup(ds.path)
+    mark[0] = time.monotonic()
     r["first_stored"] = t.stored()
+    lap("stored")
     os.sync()
+    lap("sync")
     r["unchanged_s"], rss2, _ = t.backup(ds.path)
+    mark[0] = time.monotonic()
     ds.change()
+    lap("change")
     try:
         before = t.stored()
+        lap("stored")
         os.sync()
+        lap("sync")
         r["changed_s"], rss3, _ = t.backup(ds.path)
+        mark[0] = time.monotonic()
         r["changed_added"] = t.stored() - before
+        lap("stored")
     finally:
         ds.revert()
+        lap("change")
     os.sync()
+    lap("sync")
     r["restore_s"], rss4, _ = t.restore(target)
+    mark[0] = time.monotonic()
     r["stored"] = t.stored()
+    lap("stored")
     r["peak_rss"] = max(rss1, rss2, rss3, rss4)
-    shutil.rmtree(repo, ignore_errors=True)
-    shutil.rmtree(target, ignore_errors=True)
+    clean_up_later(repo, target)
+    lap("cleanup")
+    r["overhead_s"] = spent
     # The whole call, set-up, warming, syncing, size queries and clean-up included.
     r["measure_wall_s"] = time.monotonic() - began
     return r
@@ -488,9 +558,12 @@ def main():
     # Where the run's time goes (seconds): printed at the end.
     spent = {"tools_timed_steps": 0.0, "tools_measure_calls": 0.0, "hwlimit": 0.0, "rotation": 0.0,
              "keyvault": 0.0}
+    overhead = {}  # the measure calls' time outside the timed steps, by phase
     scale = 0.125 if args.quick else args.scale
     reps = 1 if args.quick else args.reps
     os.makedirs(WORK, exist_ok=True)
+    # What an interrupted run had moved aside to delete.
+    delete_in_background([os.path.join(d, n) for d in {WORK, RESTORE_DIR} for n in os.listdir(d) if ".deleting-" in n])
     tools = [TOOLS[n] for n in args.tools.split(",")]
     missing = [t.name for t in tools if not t(WORK).available()]
     tools = [t for t in tools if t.name not in missing]
@@ -511,11 +584,14 @@ def main():
                 print(f"   rep {rep + 1}/{reps} {t.name}", file=sys.stderr)
                 h0 = time.monotonic()
                 if t.name == "coffer":
+                    settle()
                     before = hwlimit(ds.path, breakdown=not hws)
                 h1 = time.monotonic()
                 runs[t.name].append(measure(t, ds, warmed=t.name == "coffer"))
                 m = runs[t.name][-1]
                 spent["tools_measure_calls"] += m["measure_wall_s"]
+                for k, v in m["overhead_s"].items():
+                    overhead[k] = overhead.get(k, 0.0) + v
                 spent["tools_timed_steps"] += m["first_s"] + m["unchanged_s"] + m["changed_s"] + m["restore_s"]
                 h2 = time.monotonic()
                 spent["hwlimit"] += h1 - h0
@@ -526,6 +602,7 @@ def main():
                     # to 1 GiB: all of the large image, one 2 GiB file), and
                     # averaged, so that a quiet or busy minute of the host on one side of
                     # the run weighs half.
+                    settle()
                     hws.append(mean_limit(before, hwlimit(ds.path)))
                     spent["hwlimit"] += time.monotonic() - h2
                     r, hw = runs["coffer"][-1], hws[-1]
@@ -535,7 +612,9 @@ def main():
                     # Against the lower of the read rate and the pipeline rate (the limit
                     # before 2026-12-03, as if reading cost no CPU), for comparison.
                     r["fraction_of_min_read_pipeline"] = gbps / hw["read_or_pipeline_min_gbps"]
-        med = {n: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for n, rs in runs.items() if rs}
+        med = {n: {k: statistics.median(r[k] for r in rs) for k in rs[0] if k != "overhead_s"}
+               for n, rs in runs.items() if rs}
+        settle()
         hw = sorted(hws, key=lambda h: h["hardware_limit_gbps"])[len(hws) // 2] if hws else hwlimit(ds.path)
         entry = {"bytes": size, "hardware": hw, "hardware_per_rep": hws, "median": med, "runs": runs}
         if "coffer" in med:
@@ -574,6 +653,7 @@ def main():
     results["elapsed_s"] = time.monotonic() - started
     spent["other"] = results["elapsed_s"] - sum(v for k, v in spent.items() if k != "tools_timed_steps")
     results["time_spent_s"] = spent
+    results["tools_overhead_s"] = overhead
     out_dir = os.path.join(ROOT, "bench/out")
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, "results.json"), "w") as f:
@@ -590,6 +670,9 @@ def print_table(res):
               f"{sp['tools_measure_calls'] / 60:.1f} (with set-up, warming, syncs, sizes, clean-up); "
               f"hwlimit {sp['hwlimit'] / 60:.1f}; rotation {sp['rotation'] / 60:.1f}; key vault "
               f"{sp['keyvault'] / 60:.1f}; other {sp['other'] / 60:.1f}")
+    oh = res.get("tools_overhead_s")
+    if oh:
+        print("outside the tools' timed steps (s): " + ", ".join(f"{k} {v:.0f}" for k, v in oh.items()))
     if res["missing_tools"]:
         print(f"not installed: {', '.join(res['missing_tools'])}")
     for dname, e in res["datasets"].items():

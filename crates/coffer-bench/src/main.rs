@@ -19,6 +19,7 @@ mod keyvault_ops;
 use std::{
     fs,
     io::Read,
+    os::unix::fs::FileExt,
     path::{Path, PathBuf},
     thread,
     time::Instant,
@@ -48,8 +49,8 @@ enum Cmd {
         #[arg(long, default_value_t = 4 << 30)]
         max_bytes: u64,
         /// Leave out the single-core rate of each stage (`single_core_gbps`: chunking,
-        /// keyed hashing, compression, the whole pass), which the limit does not use
-        /// and which takes most of the time on compressible data.
+        /// keyed hashing, compression, the whole pass, over the first 256 MiB), which
+        /// the limit does not use.
         #[arg(long)]
         no_breakdown: bool,
     },
@@ -160,6 +161,51 @@ fn read_all(list: &[(PathBuf, u64)]) -> u64 {
     })
 }
 
+/// The first whole files of `list` up to `max_bytes` (the last one whole), read into one
+/// anonymous mapping of their listed size by one thread a core, each reading its share of
+/// the bytes (a file may be split between threads). A fresh 2 GiB buffer took 1.7-3.7 s to
+/// fill from one thread on this VM, nearly all of it the kernel (and its host) faulting in
+/// new pages: longer than the pass it feeds. A file that shrank since it was listed leaves
+/// zeros at the end of its place. Returns the mapping and the bytes it holds.
+fn fill(list: &[(PathBuf, u64)], max_bytes: u64) -> (memmap2::MmapMut, usize) {
+    // (file, its offset in the buffer, its length), while the buffer is under max_bytes.
+    let mut pieces = Vec::new();
+    let mut len = 0usize;
+    for (f, size) in list {
+        if len as u64 >= max_bytes {
+            break;
+        }
+        let size = usize::try_from(*size).expect("fits in memory");
+        pieces.push((f, len, size));
+        len += size;
+    }
+    let mut map = memmap2::MmapMut::map_anon(len.max(1)).expect("anonymous mapping");
+    let threads = cores();
+    let share = len.div_ceil(threads).max(1);
+    thread::scope(|s| {
+        for (k, part) in map[..len].chunks_mut(share).enumerate() {
+            let (from, pieces) = (k * share, &pieces);
+            s.spawn(move || {
+                let to = from + part.len();
+                // Every piece overlapping [from, to): read its overlap.
+                for &(f, at, size) in pieces.iter().filter(|p| p.1 < to && p.1 + p.2 > from) {
+                    let (lo, hi) = (at.max(from), (at + size).min(to));
+                    if let Ok(h) = fs::File::open(f) {
+                        let mut done = lo;
+                        while done < hi {
+                            match h.read_at(&mut part[done - from..hi - from], (done - at) as u64) {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => done += n,
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (map, len)
+}
+
 fn rss_bytes() -> u64 {
     fs::read_to_string("/proc/self/status")
         .ok()
@@ -179,42 +225,51 @@ fn gbps(bytes: u64, secs: f64) -> f64 {
     bytes as f64 / secs / 1e9
 }
 
+/// How much of the dataset the single-core rate of each stage is measured on (`hwlimit`'s
+/// breakdown): enough for a stable rate, a few seconds at most on compressible text.
+const BREAKDOWN_BYTES: usize = 256 << 20;
+
 fn hwlimit(
     path: &Path,
     threads: Option<usize>,
     max_bytes: u64,
     breakdown: bool,
 ) -> serde_json::Value {
+    let started = Instant::now();
+    let mut phases = serde_json::Map::new();
+    let mut lap = |name: &str, since: &mut Instant| {
+        phases.insert(name.to_owned(), json!(since.elapsed().as_secs_f64()));
+        *since = Instant::now();
+    };
+    let mut since = started;
     let mut list = Vec::new();
     files(path, &mut list);
+    lap("list", &mut since);
     // Warm the page cache with every file (many readers: some may have to come from the
     // disk), keep whole files in memory for the pipeline pass until they reach
     // `max_bytes` (the last one whole: a single large file, as the VM image, is passed
     // whole; a buffer reserved up front, so that filling it rarely copies what it holds),
     // then time a second read of every file.
     read_all(&list);
-    let total: u64 = list.iter().map(|(_, len)| len).sum();
-    let mut data = Vec::with_capacity(usize::try_from(total.min(max_bytes)).unwrap_or(0));
+    lap("warm", &mut since);
+    let (map, filled) = fill(&list, max_bytes);
+    let data: &[u8] = &map[..filled];
+    lap("fill", &mut since);
     let mut buf = vec![0u8; 1 << 20];
-    for (f, _) in &list {
-        if (data.len() as u64) >= max_bytes {
-            break;
-        }
-        if let Ok(mut h) = fs::File::open(f) {
-            let _ = h.read_to_end(&mut data);
-        }
-    }
     let t = Instant::now();
     let read_bytes: u64 = list.iter().map(|(f, _)| read_through(f, &mut buf)).sum();
     let read_s = t.elapsed().as_secs_f64();
+    lap("read", &mut since);
     let threads = threads.unwrap_or_else(cores);
     let p = primitives::Primitives::new(RepoParams::default());
+    // Each stage alone on one core, over the first BREAKDOWN_BYTES.
+    let sample = &data[..data.len().min(BREAKDOWN_BYTES)];
     let one = |name: &str, f: &dyn Fn(&[u8])| {
         let t = Instant::now();
-        f(&data);
+        f(sample);
         (
             name.to_owned(),
-            gbps(data.len() as u64, t.elapsed().as_secs_f64()),
+            gbps(sample.len() as u64, t.elapsed().as_secs_f64()),
         )
     };
     let single = breakdown.then(|| {
@@ -233,6 +288,7 @@ fn hwlimit(
             }),
         ]
     });
+    lap("breakdown", &mut since);
     // The whole pass over all cores: each thread takes a contiguous share.
     let share = data.len().div_ceil(threads).max(1);
     let t = Instant::now();
@@ -242,17 +298,22 @@ fn hwlimit(
         }
     });
     let all = gbps(data.len() as u64, t.elapsed().as_secs_f64());
+    lap("pipeline", &mut since);
+    let bytes = data.len();
+    drop(map);
+    lap("free", &mut since);
     let read = gbps(read_bytes, read_s);
     json!({
         "dataset": path.display().to_string(),
         "files": list.len(),
-        "bytes": data.len(),
+        "bytes": bytes,
         "page_cache_read_gbps": read,
         "single_core_gbps": single.iter().flatten().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>(),
         "threads": threads,
         "pipeline_all_cores_gbps": all,
         "hardware_limit_gbps": hardware_limit(all, read, threads),
         "read_or_pipeline_min_gbps": all.min(read),
+        "phase_seconds": phases,
     })
 }
 
@@ -321,7 +382,7 @@ fn main() {
 
 #[cfg(test)]
 mod tests {
-    use super::hardware_limit;
+    use super::*;
 
     #[test]
     fn reading_and_the_pipeline_share_the_cores() {
@@ -330,5 +391,27 @@ mod tests {
         let limit = hardware_limit(2.0, 8.0, 2);
         assert!((limit - 2.0 / 1.125).abs() < 1e-9, "{limit}");
         assert!(limit < 2.0_f64.min(8.0));
+    }
+
+    #[test]
+    fn fill_holds_the_first_whole_files_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let sizes = [0usize, 1, 4095, 4096, 70_001, 3, 200_000, 17];
+        let mut list = Vec::new();
+        let mut all = Vec::new();
+        for (i, &n) in sizes.iter().enumerate() {
+            let bytes: Vec<u8> = (0..n).map(|k| (k * 31 + i * 7) as u8).collect();
+            let p = dir.path().join(format!("f{i}"));
+            fs::write(&p, &bytes).unwrap();
+            list.push((p, n as u64));
+            all.push(bytes);
+        }
+        // Whole files until the buffer reaches max_bytes, the one crossing it included.
+        for (max, files) in [(1u64, 2), (4096, 3), (4097, 4), (80_000, 7), (1 << 30, 8)] {
+            let (map, len) = fill(&list, max);
+            let want = all[..files].concat();
+            assert_eq!(len, want.len(), "max {max}");
+            assert!(map[..len] == want[..], "max {max}");
+        }
     }
 }
