@@ -654,14 +654,64 @@ def main():
     results["index_memory"] = json.loads(
         subprocess.run([COFFER_BENCH, "index-memory", "10000000"], check=True, stdout=subprocess.PIPE).stdout)
     results["elapsed_s"] = time.monotonic() - started
+    # Every dataset, tool and stage at the issue's sizes and repetitions: the run-time target applies.
+    results["complete"] = (not args.quick and args.scale == 1.0 and reps >= 3 and not missing
+                           and set(args.datasets.split(",")) == set(DATASETS) and len(tools) == len(TOOLS)
+                           and {"tools", "rotation", "keyvault"} <= set(stages))
     spent["other"] = results["elapsed_s"] - sum(v for k, v in spent.items() if k != "tools_timed_steps")
     results["time_spent_s"] = spent
     results["tools_overhead_s"] = overhead
+    results["targets"] = targets(results)
     out_dir = os.path.join(ROOT, "bench/out")
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, "results.json"), "w") as f:
         json.dump(results, f, indent=2)
     print_table(results)
+
+
+def targets(res):
+    """Issue 5's targets, each with its figure from this run and whether it is met; a target
+    whose figures were not measured (a dataset, tool or stage left out) is left out."""
+    out = []
+
+    def add(what, figure, met):
+        out.append({"target": what, "figure": figure, "met": bool(met)})
+
+    ds = res["datasets"]
+    for d in ("kernel", "large"):
+        vs = ds.get(d, {}).get("coffer_vs", {})
+        for peer, factor in (("restic", 2), ("borg", 4), ("rustic", 1), ("bupstash", 1)):
+            if peer in vs:
+                x = vs[peer]["first_speedup"]
+                add(f"{d}: first backup {'faster than' if factor == 1 else f'>= {factor}x'} {peer}", f"x{x:.2f}",
+                    x > factor if factor == 1 else x >= factor)
+    if "coffer_fraction_of_hw_limit" in ds.get("large", {}):
+        f = ds["large"]["coffer_fraction_of_hw_limit"]
+        add("large: first backup >= 70% of the hardware limit", f"{100 * f:.1f}%", f >= 0.70)
+    for d in ("kernel", "small"):
+        x = ds.get(d, {}).get("coffer_vs", {}).get("restic", {}).get("unchanged_speedup")
+        if x is not None:
+            add(f"{d}: unchanged backup <= 1/2 restic's time", f"x{x:.2f}", x >= 2)
+    for d, e in ds.items():
+        r = e.get("coffer_vs", {}).get("restic")
+        if r:
+            add(f"{d}: restore >= 1.5x restic", f"x{r['restore_speedup']:.2f}", r["restore_speedup"] >= 1.5)
+            add(f"{d}: stored <= restic", f"{r['stored_ratio']:.2f}", r["stored_ratio"] <= 1)
+            add(f"{d}: peak RSS <= restic", f"{r['rss_ratio']:.2f}", r["rss_ratio"] <= 1)
+    if "coffer" in ds.get("large", {}).get("median", {}):
+        f = ds["large"]["median"]["coffer"]["changed_added"] / ds["large"]["bytes"]
+        add("large: the second version adds <= 3% of its size", f"{100 * f:.1f}%", f <= 0.03)
+    if "index_memory" in res:
+        b = res["index_memory"]["bytes_per_chunk"]
+        add("index memory <= 64 B/chunk", f"{b:.1f}", b <= 64)
+    for x in res.get("keyvault", {}).get("disk", {}).get("summary", []):
+        b = x.get("over_both_cores")
+        if b:
+            add(f"key vault RSA-{x['bits']} unwrap >= 90% of raw", f"{100 * b['unwrap']:.1f}%", b["unwrap"] >= 0.90)
+    if res.get("complete"):
+        m = res["elapsed_s"] / 60
+        add("whole run < 20 minutes (this harness; bench/run's build and installs not counted)", f"{m:.1f} min", m < 20)
+    return out
 
 
 def print_table(res):
@@ -746,6 +796,12 @@ def print_table(res):
     im = res["index_memory"]
     print(f"\nindex memory: {im['bytes_per_chunk']:.1f} bytes/chunk at {im['chunks']:,} chunks "
           f"= {im['bytes_per_tib_unique_at_default_chunk'] / 2**30:.2f} GiB per TiB of unique data at 64 KiB chunks")
+    t = res.get("targets") or targets(res)
+    if t:
+        missed = [x for x in t if not x["met"]]
+        print(f"\ntargets (issue 5): {len(t) - len(missed)} of {len(t)} met" + ("; missed:" if missed else ""))
+        for x in missed:
+            print(f"  {x['target']}: {x['figure']}")
 
 
 if __name__ == "__main__":
