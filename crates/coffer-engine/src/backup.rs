@@ -7,7 +7,7 @@
 //!                            ├ small file: keyed hash ─ dedup check ─ new? ─ copy ─┐
 //!                            ├ whole file while the workers keep up: copy, unhashed ┤
 //!                            └ file ≥ 8 MiB or stream: read in shared blocks      ┤ bounded
-//!                              (read and scanned by the walker alone),             │ channel,
+//!                              (scanned ahead by a thread a core, cut in order),   │ channel,
 //!                              chunks sent unhashed as block ranges, not copies ───┤ batches
 //! N workers:      [keyed hash ─ dedup check ─ id back to the walker, in order]
 //!                 ─ compress (zstd, skipped when incompressible) straight into the open pack

@@ -23,6 +23,7 @@ use std::{
     io::{self, Read},
     ops::Range,
     sync::Arc,
+    thread,
 };
 
 use coffer_crypto::{DataKey, kdf, labels};
@@ -103,6 +104,65 @@ struct Scan {
 }
 
 const LANES: usize = 4;
+
+/// A scanner thread is gone (it could only have panicked): the input cannot be cut.
+fn scanners_stopped() -> io::Error {
+    io::Error::other("the chunker's scanning threads stopped")
+}
+
+/// How many blocks of a large input are read and waiting for (or in) their scan.
+const SCAN_AHEAD: usize = 3;
+
+/// A block to scan: its fresh bytes are `block[max..max + len]`, at absolute offset
+/// `offset`; the answer goes to `reply`.
+struct ScanJob {
+    warm: Warm,
+    block: Vec<u8>,
+    len: usize,
+    offset: u64,
+    reply: crossbeam_channel::Sender<Scanned>,
+}
+
+impl ScanJob {
+    fn warm(&self) -> &[u8] {
+        &self.warm.bytes[..self.warm.len]
+    }
+}
+
+/// A scanned block, its fresh length and its candidates.
+type Scanned = (Vec<u8>, usize, Vec<Candidate>);
+
+/// The last bytes read (up to 64: the rolling hash's warm-up needs `settle` < 64).
+#[derive(Clone)]
+struct Warm {
+    bytes: [u8; 64],
+    len: usize,
+}
+
+impl Default for Warm {
+    fn default() -> Self {
+        Self {
+            bytes: [0; 64],
+            len: 0,
+        }
+    }
+}
+
+impl Warm {
+    /// Appends `data`, keeping the last `keep` bytes.
+    fn push(&mut self, data: &[u8], keep: usize) {
+        if data.len() >= keep {
+            self.bytes[..keep].copy_from_slice(&data[data.len() - keep..]);
+            self.len = keep;
+        } else {
+            let mut all = self.bytes[..self.len].to_vec();
+            all.extend_from_slice(data);
+            let from = all.len().saturating_sub(keep);
+            self.len = all.len() - from;
+            self.bytes[..self.len].copy_from_slice(&all[from..]);
+        }
+    }
+}
 
 /// Reads into `buf[*end..]` until it is full or the input ends; returns whether it
 /// ended.
@@ -343,10 +403,16 @@ impl Chunker {
 
     /// Splits a large reader into chunks without copying them: the input is read into
     /// blocks of a few MiB, shared (`Arc`) with every chunk cut from them, and `f`
-    /// gets each chunk as its block and range. A new block starts with the previous
-    /// one's uncut tail (less than `max` bytes). Blocks come from `new_block` (a
-    /// recycled buffer, or an empty one); when this function drops the last reference
-    /// to a block it hands it to `recycle`. Returns the total number of bytes read.
+    /// gets each chunk as its block and range. A block has room at its front for the
+    /// previous one's uncut tail (less than `max` bytes), copied there when the cutting
+    /// reaches it. Blocks come from `new_block` (a recycled buffer, or an empty one);
+    /// when this function drops the last reference to a block it hands it to
+    /// `recycle`. Returns the total number of bytes read.
+    ///
+    /// The caller's thread reads and cuts; the scan for cut candidates, most of the
+    /// work, runs ahead on one thread a core ([`SCAN_AHEAD`] blocks at most), each
+    /// block's scan warmed up on the bytes before it, so that blocks are scanned in
+    /// parallel with the same candidates as one scan of the whole input.
     pub(crate) fn for_each_shared_chunk<R: Read, E: From<io::Error>>(
         &self,
         mut reader: R,
@@ -354,42 +420,105 @@ impl Chunker {
         mut recycle: impl FnMut(Vec<u8>),
         mut f: impl FnMut(&Arc<Vec<u8>>, Range<usize>) -> Result<(), E>,
     ) -> Result<u64, E> {
-        let block_len = (self.max * 8).max(2 << 20);
-        let mut scan = Scan::default();
-        let mut cur = Arc::new(Vec::new());
-        let mut base = 0u64; // absolute offset of cur[0]
-        let mut start = 0usize;
-        let mut end = 0usize;
-        let mut eof = false;
-        loop {
-            if !eof && end - start < self.max {
-                let mut next = new_block();
-                // Recycled blocks keep their length: no zeroing after the first use.
-                if next.len() != block_len {
-                    next.resize(block_len, 0);
-                }
-                next[..end - start].copy_from_slice(&cur[start..end]);
-                base += start as u64;
-                end -= start;
-                start = 0;
-                let old = std::mem::replace(&mut cur, Arc::new(Vec::new()));
-                if let Some(old) = Arc::into_inner(old).filter(|b| b.len() == block_len) {
-                    recycle(old);
-                }
-                let fresh = end;
-                eof = fill(&mut reader, &mut next, &mut end)?;
-                if !(eof && end <= self.min) {
-                    self.scan(&next[..end], fresh, base, &mut scan);
-                }
-                cur = Arc::new(next);
+        let head = self.max;
+        let block_len = head + (self.max * 8).max(2 << 20);
+        let (job_tx, job_rx) = crossbeam_channel::bounded::<ScanJob>(SCAN_AHEAD);
+        thread::scope(|s| {
+            for _ in 0..crate::cores().clamp(1, 8) {
+                let job_rx = job_rx.clone();
+                s.spawn(move || {
+                    let mut lanes = Default::default();
+                    for job in job_rx {
+                        let fresh = &job.block[head..head + job.len];
+                        let candidates =
+                            self.scan_detached(job.warm(), fresh, job.offset, &mut lanes);
+                        // The cutting may have stopped (an error): nobody waits then.
+                        let _ = job.reply.send((job.block, job.len, candidates));
+                    }
+                });
             }
-            if start == end {
-                return Ok(base + end as u64);
+            drop(job_rx);
+            let job_tx = job_tx; // dropped when the cutting ends: the scanners then stop
+            let mut ahead = VecDeque::with_capacity(SCAN_AHEAD);
+            let mut read = 0u64; // bytes read so far
+            let mut warm = Warm::default();
+            let mut eof = false;
+            let mut scan = Scan::default();
+            let mut cur = Arc::new(Vec::new());
+            // Absolute offset of cur[0], wrapping: a block's tail room lies before the
+            // input's first byte.
+            let mut base = 0u64;
+            let mut start = 0usize;
+            let mut end = 0usize;
+            loop {
+                // Keep the scanners busy: read blocks until SCAN_AHEAD wait for them.
+                while !eof && ahead.len() < SCAN_AHEAD {
+                    let mut block = new_block();
+                    // Recycled blocks keep their length: no zeroing after the first use.
+                    if block.len() != block_len {
+                        block.resize(block_len, 0);
+                    }
+                    let mut filled = head;
+                    eof = fill(&mut reader, &mut block, &mut filled)?;
+                    let len = filled - head;
+                    let (reply, rx) = crossbeam_channel::bounded(1);
+                    let job = ScanJob {
+                        warm: warm.clone(),
+                        block,
+                        len,
+                        offset: read,
+                        reply,
+                    };
+                    warm.push(&job.block[head..filled], self.settle);
+                    read += len as u64;
+                    job_tx.send(job).map_err(|_| scanners_stopped())?;
+                    ahead.push_back(rx);
+                }
+                if end - start < self.max
+                    && let Some(rx) = ahead.pop_front()
+                {
+                    let (mut block, len, candidates): Scanned =
+                        rx.recv().map_err(|_| scanners_stopped())?;
+                    let tail = end - start;
+                    block[head - tail..head].copy_from_slice(&cur[start..end]);
+                    let fresh_at = base.wrapping_add(end as u64);
+                    let old = std::mem::replace(&mut cur, Arc::new(block));
+                    if let Some(old) = Arc::into_inner(old).filter(|b| b.len() == block_len) {
+                        recycle(old);
+                    }
+                    base = fresh_at.wrapping_sub(head as u64);
+                    (start, end) = (head - tail, head + len);
+                    scan.candidates.extend(candidates);
+                    continue;
+                }
+                if start == end {
+                    return Ok(read);
+                }
+                let len =
+                    self.next_cut(&cur[start..end], base.wrapping_add(start as u64), &mut scan);
+                f(&cur, start..start + len)?;
+                start += len;
             }
-            let len = self.next_cut(&cur[start..end], base + start as u64, &mut scan);
-            f(&cur, start..start + len)?;
-            start += len;
-        }
+        })
+    }
+
+    /// The candidates of `data` (absolute offset of `data[0]`: `offset`), whose rolling
+    /// hash starts from the bytes before it, `warm` (at least `settle` of them, or all
+    /// since the input's start): the same as a scan from the start of the input.
+    fn scan_detached(
+        &self,
+        warm: &[u8],
+        data: &[u8],
+        offset: u64,
+        lanes: &mut [Vec<Candidate>; LANES],
+    ) -> Vec<Candidate> {
+        let gear: &[u64; 256] = &self.gear;
+        let hash = warm
+            .iter()
+            .fold(0u64, |h, &b| (h << 1).wrapping_add(gear[b as usize]));
+        let mut out = Vec::new();
+        self.scan_range(data, 0, offset, hash, lanes, &mut out);
+        out
     }
 
     /// Splits an in-memory input into chunks (the same cut points as
@@ -558,6 +687,38 @@ mod tests {
         })
         .unwrap();
         v
+    }
+
+    #[test]
+    fn a_scan_warmed_up_on_the_bytes_before_finds_the_same_candidates() {
+        // Small chunk sizes: many candidates, so a wrong hash at a block's start shows.
+        for (min, avg, max) in [(64, 256, 1024), (2 << 10, 8 << 10, 32 << 10)] {
+            let c = Chunker::new(&DataKey::generate().unwrap(), min, avg, max);
+            let d = data(300_000);
+            let mut lanes = Default::default();
+            let whole = c.scan_detached(&[], &d, 0, &mut lanes);
+            assert!(whole.len() > 20, "{}", whole.len());
+            for at in [1usize, 7, 47, 48, 63, 64, 1000, 99_999, 250_001] {
+                let mut warm = Warm::default();
+                // Pushed in pieces, as blocks are read.
+                warm.push(&d[..at / 2], c.settle);
+                warm.push(&d[at / 2..at], c.settle);
+                assert!(warm.len == at.min(c.settle));
+                let mut got =
+                    c.scan_detached(&d[..at][at - warm.len..], &d[at..], at as u64, &mut lanes);
+                let mut want: Vec<_> = whole
+                    .iter()
+                    .copied()
+                    .filter(|&(p, _)| p >= at as u64)
+                    .collect();
+                // Only the masked bits are the same (the rest depends on older bytes).
+                for v in [&mut got, &mut want] {
+                    v.iter_mut().for_each(|x| x.1 &= c.mask_s | c.mask_l);
+                }
+                assert_eq!(got, want, "split at {at}, sizes {avg}");
+                assert_eq!(warm.bytes[..warm.len], d[at - warm.len..at]);
+            }
+        }
     }
 
     #[test]

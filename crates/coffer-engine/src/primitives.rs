@@ -43,6 +43,25 @@ impl Primitives {
         n
     }
 
+    /// Chunking of a large input as a backup reads a large file: into shared blocks,
+    /// with the candidate scan run ahead on every core. Returns the number of chunks.
+    pub fn chunk_large_input(&self, data: &[u8]) -> usize {
+        let mut n = 0;
+        let mut pool = Vec::new();
+        self.chunker
+            .for_each_shared_chunk::<_, std::io::Error>(
+                data,
+                || pool.pop().unwrap_or_default(),
+                |_| {},
+                |_, _| {
+                    n += 1;
+                    Ok(())
+                },
+            )
+            .expect("reading memory cannot fail");
+        n
+    }
+
     /// Keyed hashing only, over `data` in pieces of the average chunk size.
     pub fn hash(&self, data: &[u8]) -> u8 {
         data.chunks(self.params.large_chunks.avg as usize)
