@@ -123,12 +123,6 @@ struct ScanJob {
     reply: crossbeam_channel::Sender<Scanned>,
 }
 
-impl ScanJob {
-    fn warm(&self) -> &[u8] {
-        &self.warm.bytes[..self.warm.len]
-    }
-}
-
 /// A scanned block, its fresh length and its candidates.
 type Scanned = (Vec<u8>, usize, Vec<Candidate>);
 
@@ -149,18 +143,17 @@ impl Default for Warm {
 }
 
 impl Warm {
-    /// Appends `data`, keeping the last `keep` bytes.
+    /// Appends `data`, keeping the last `keep` (at most 64) bytes.
     fn push(&mut self, data: &[u8], keep: usize) {
-        if data.len() >= keep {
-            self.bytes[..keep].copy_from_slice(&data[data.len() - keep..]);
-            self.len = keep;
-        } else {
-            let mut all = self.bytes[..self.len].to_vec();
-            all.extend_from_slice(data);
-            let from = all.len().saturating_sub(keep);
-            self.len = all.len() - from;
-            self.bytes[..self.len].copy_from_slice(&all[from..]);
-        }
+        let data = &data[data.len().saturating_sub(keep)..];
+        let old = (keep - data.len()).min(self.len);
+        self.bytes.copy_within(self.len - old..self.len, 0);
+        self.bytes[old..old + data.len()].copy_from_slice(data);
+        self.len = old + data.len();
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        &self.bytes[..self.len]
     }
 }
 
@@ -431,7 +424,7 @@ impl Chunker {
                     for job in job_rx {
                         let fresh = &job.block[head..head + job.len];
                         let candidates =
-                            self.scan_detached(job.warm(), fresh, job.offset, &mut lanes);
+                            self.scan_detached(job.warm.as_slice(), fresh, job.offset, &mut lanes);
                         // The cutting may have stopped (an error): nobody waits then.
                         let _ = job.reply.send((job.block, job.len, candidates));
                     }
@@ -716,7 +709,7 @@ mod tests {
                     v.iter_mut().for_each(|x| x.1 &= c.mask_s | c.mask_l);
                 }
                 assert_eq!(got, want, "split at {at}, sizes {avg}");
-                assert_eq!(warm.bytes[..warm.len], d[at - warm.len..at]);
+                assert_eq!(warm.as_slice(), &d[at - warm.len..at]);
             }
         }
     }
