@@ -235,21 +235,19 @@ fn hwlimit(
     max_bytes: u64,
     breakdown: bool,
 ) -> serde_json::Value {
-    let started = Instant::now();
     let mut phases = serde_json::Map::new();
     let mut lap = |name: &str, since: &mut Instant| {
         phases.insert(name.to_owned(), json!(since.elapsed().as_secs_f64()));
         *since = Instant::now();
     };
-    let mut since = started;
+    let mut since = Instant::now();
     let mut list = Vec::new();
     files(path, &mut list);
     lap("list", &mut since);
     // Warm the page cache with every file (many readers: some may have to come from the
-    // disk), keep whole files in memory for the pipeline pass until they reach
+    // disk), read whole files into memory for the pipeline pass until they reach
     // `max_bytes` (the last one whole: a single large file, as the VM image, is passed
-    // whole; a buffer reserved up front, so that filling it rarely copies what it holds),
-    // then time a second read of every file.
+    // whole; see `fill`), then time a second read of every file.
     read_all(&list);
     lap("warm", &mut since);
     let (map, filled) = fill(&list, max_bytes);

@@ -43,16 +43,17 @@ impl Primitives {
         n
     }
 
-    /// Chunking of a large input as a backup reads a large file: into shared blocks,
-    /// with the candidate scan run ahead on every core. Returns the number of chunks.
+    /// Chunking of a large input as a backup reads a large file: into shared blocks
+    /// (recycled, as the backup does), with the candidate scan run ahead on every core.
+    /// Returns the number of chunks.
     pub fn chunk_large_input(&self, data: &[u8]) -> usize {
         let mut n = 0;
-        let mut pool = Vec::new();
+        let pool = std::cell::RefCell::new(Vec::new());
         self.chunker
             .for_each_shared_chunk::<_, std::io::Error>(
                 data,
-                || pool.pop().unwrap_or_default(),
-                |_| {},
+                || pool.borrow_mut().pop().unwrap_or_default(),
+                |block| pool.borrow_mut().push(block),
                 |_, _| {
                     n += 1;
                     Ok(())
