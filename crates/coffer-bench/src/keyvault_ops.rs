@@ -18,6 +18,16 @@
 //! `summary[].over_both_cores` is the best of those rates over raw at `threads` (the key
 //! vault's capacity), with each in `by_callers`.
 //!
+//! A server's worker need not sleep while a call's audit record is synced: with
+//! `KeyVaultClient::begin_unwrap_key` it begins the next call and finishes each one
+//! (gets its key) once the record is durable. The pipelined measurement runs one such
+//! worker a core, each keeping `pipeline_depth` calls begun; every call of the steady
+//! window begins one unwrap and finishes the oldest (its p50/p99 are a call's, not an
+//! unwrap's, which takes about `pipeline_depth` calls). It is one more entry of
+//! `by_callers` (with its `pipeline_depth`): blocking callers spend a context switch
+//! and a wake-up on every unwrap, and leave the cores idle whenever all of them wait
+//! for a sync.
+//!
 //! The raw path is aws-lc-rs alone with an already-parsed key: OAEP-SHA256 public
 //! encryption of a 32-byte DEK, and private decryption of its ciphertext.
 
@@ -58,6 +68,9 @@ pub(crate) struct Options {
     pub(crate) callers: Vec<usize>,
     /// Rounds each measurement is split into (alternating Coffer and raw).
     pub(crate) rounds: usize,
+    /// unwrapKey calls each pipelined worker (one a core) has begun and not finished
+    /// (0: no pipelined measurement).
+    pub(crate) pipeline_depth: usize,
     /// Directory in which the temporary Coffer home is created.
     pub(crate) dir: PathBuf,
 }
@@ -218,19 +231,39 @@ impl Stats {
     }
 }
 
+/// A pipelined worker's instance and the unwraps it has begun, oldest first.
+struct PipelinedWorker {
+    inst: &'static Instance,
+    begun: std::collections::VecDeque<coffer_control::PendingUnwrap<'static>>,
+}
+
+impl Drop for PipelinedWorker {
+    /// The calls still begun when the measurement ends are finished (their records
+    /// durable) before the worker's thread ends.
+    fn drop(&mut self) {
+        for pending in self.begun.drain(..) {
+            let _ = pending.finish();
+        }
+    }
+}
+
 /// One kind of measurement of a round.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 enum Step {
     CofferWrap,
     CofferUnwrap,
+    /// unwrapKey by server-like workers, each with several calls begun
+    /// ([`Options::pipeline_depth`]).
+    CofferUnwrapPipelined,
     RawEncrypt,
     RawDecrypt,
 }
 
 impl Step {
-    const ALL: [Step; 4] = [
+    const ALL: [Step; 5] = [
         Step::CofferWrap,
         Step::CofferUnwrap,
+        Step::CofferUnwrapPipelined,
         Step::RawEncrypt,
         Step::RawDecrypt,
     ];
@@ -244,6 +277,7 @@ impl Step {
         match self {
             Step::CofferWrap => ("coffer", "wrapKey"),
             Step::CofferUnwrap => ("coffer", "unwrapKey"),
+            Step::CofferUnwrapPipelined => ("coffer-pipelined", "unwrapKey"),
             Step::RawEncrypt => ("raw", "public-encrypt"),
             Step::RawDecrypt => ("raw", "private-decrypt"),
         }
@@ -554,8 +588,13 @@ pub(crate) fn run(o: &Options) -> Value {
         let mut plan: Vec<(Step, usize)> = coffer_counts
             .iter()
             .flat_map(|&t| Step::ALL.into_iter().map(move |s| (s, t)))
-            .filter(|(s, t)| !s.is_raw() || *t == o.threads)
+            .filter(|(s, t)| match s {
+                Step::CofferWrap | Step::CofferUnwrap => true,
+                Step::CofferUnwrapPipelined => *t == o.threads && o.pipeline_depth > 0,
+                Step::RawEncrypt | Step::RawDecrypt => *t == o.threads,
+            })
             .collect();
+
         let mut rounds: Vec<HashMap<(Step, usize), Stats>> = Vec::new();
         for _ in 0..o.rounds {
             let mut m = HashMap::new();
@@ -578,6 +617,45 @@ pub(crate) fn run(o: &Options) -> Value {
                         );
                         drop(dek);
                     }),
+                    Step::CofferUnwrapPipelined => {
+                        // Each call begins one unwrap and, once `depth` are begun,
+                        // finishes the oldest: in the steady window every call
+                        // completes one unwrap, so the rate is the completed calls'.
+                        let depth = o.pipeline_depth;
+                        measure(
+                            "unwrap-pipelined",
+                            t,
+                            unwrap_slice(t),
+                            || PipelinedWorker {
+                                // Begun calls borrow the worker's instance across
+                                // operations: it lives until the process ends (a few
+                                // per measurement; an instance is not `Sync`).
+                                inst: Box::leak(Box::new(open())),
+                                begun: std::collections::VecDeque::new(),
+                            },
+                            |w| {
+                                let pending = w
+                                    .inst
+                                    .key_vault_client()
+                                    .begin_unwrap_key(&principal, kid, ALG, &wrapped)
+                                    .expect("unwrapKey through the key vault");
+                                w.begun.push_back(pending);
+                                if w.begun.len() > depth {
+                                    let r = w
+                                        .begun
+                                        .pop_front()
+                                        .expect("a begun call")
+                                        .finish()
+                                        .expect("unwrapKey through the key vault");
+                                    let dek = DataKey::from_secret(
+                                        SecretKey::from_slice(r.value.expose())
+                                            .expect("a 32-byte DEK"),
+                                    );
+                                    drop(dek);
+                                }
+                            },
+                        )
+                    }
                     Step::RawEncrypt => measure(
                         "raw-enc",
                         t,
@@ -610,7 +688,7 @@ pub(crate) fn run(o: &Options) -> Value {
         let ratio = |coffer, t, raw, raw_t| median(per_round(coffer, t, raw, raw_t));
         // Per number of concurrent callers; the figure is the best of them (the key
         // vault's capacity: a server's callers queue as these do).
-        let by_callers: Vec<Value> = coffer_counts
+        let mut by_callers: Vec<Value> = coffer_counts
             .iter()
             .map(|&t| {
                 json!({
@@ -621,6 +699,15 @@ pub(crate) fn run(o: &Options) -> Value {
                 })
             })
             .collect();
+        if o.pipeline_depth > 0 {
+            let (p, t) = (Step::CofferUnwrapPipelined, o.threads);
+            by_callers.push(json!({
+                "coffer_callers": t,
+                "pipeline_depth": o.pipeline_depth,
+                "unwrap": ratio(p, t, Step::RawDecrypt, t),
+                "unwrap_per_round": per_round(p, t, Step::RawDecrypt, t),
+            }));
+        }
         let best = |what: &str| {
             by_callers
                 .iter()
@@ -636,6 +723,7 @@ pub(crate) fn run(o: &Options) -> Value {
         let (best_unwrap, best_wrap) = (best("unwrap"), best("wrap"));
         let over_both_cores = json!({
             "coffer_callers": best_unwrap["coffer_callers"],
+            "pipeline_depth": best_unwrap["pipeline_depth"],
             "raw_threads": o.threads,
             "rounds": o.rounds,
             "wrap": best_wrap["wrap"],
@@ -672,6 +760,7 @@ pub(crate) fn run(o: &Options) -> Value {
         "secs_per_measurement": o.secs,
         "threads_all_cores": o.threads,
         "coffer_callers": o.callers,
+        "pipeline_depth": o.pipeline_depth,
         "permission_model": "rbac",
         "home": o.dir.display().to_string(),
         "durable_append_4k": fsync.json("disk", "append 4 KiB + fsync", 0, 1),
@@ -682,15 +771,26 @@ pub(crate) fn run(o: &Options) -> Value {
     })
 }
 
+/// How the Coffer callers of a figure were arranged (a `by_callers` entry, or the best).
+fn callers_label(c: &Value) -> String {
+    match c["pipeline_depth"].as_u64() {
+        Some(depth) => format!(
+            "{} pipelined workers ({depth} calls begun each)",
+            c["coffer_callers"]
+        ),
+        None => format!("{} callers", c["coffer_callers"]),
+    }
+}
+
 /// The human-readable table of [`run`]'s document (on stderr; stdout carries the JSON).
 pub(crate) fn table(doc: &Value) -> String {
     let mut s = format!(
-        "{:>6} {:>8} {:<16} {:>7} {:>10} {:>9} {:>9} {:>6} {:>10}\n",
+        "{:>6} {:>16} {:<16} {:>7} {:>10} {:>9} {:>9} {:>6} {:>10}\n",
         "bits", "path", "op", "threads", "ops/s", "p50 us", "p99 us", "busy", "cpu us/op"
     );
     for r in doc["results"].as_array().into_iter().flatten() {
         s += &format!(
-            "{:>6} {:>8} {:<16} {:>7} {:>10.0} {:>9.0} {:>9.0} {:>5.0}% {:>10.0}\n",
+            "{:>6} {:>16} {:<16} {:>7} {:>10.0} {:>9.0} {:>9.0} {:>5.0}% {:>10.0}\n",
             r["bits"],
             r["path"].as_str().unwrap_or(""),
             r["op"].as_str().unwrap_or(""),
@@ -712,19 +812,21 @@ pub(crate) fn table(doc: &Value) -> String {
     for x in doc["summary"].as_array().into_iter().flatten() {
         let b = &x["over_both_cores"];
         for c in b["by_callers"].as_array().into_iter().flatten() {
+            let wrap = c["wrap"]
+                .as_f64()
+                .map_or(String::new(), |w| format!("wrap {:.0}%, ", 100.0 * w));
             s += &format!(
-                "RSA-{} coffer at {} callers / raw at {} threads: wrap {:.0}%, unwrap {:.0}%\n",
+                "RSA-{} coffer, {} / raw at {} threads: {wrap}unwrap {:.0}%\n",
                 x["bits"],
-                c["coffer_callers"],
+                callers_label(c),
                 b["raw_threads"],
-                100.0 * c["wrap"].as_f64().unwrap_or(0.0),
                 100.0 * c["unwrap"].as_f64().unwrap_or(0.0),
             );
         }
         s += &format!(
-            "RSA-{} over both cores (best: coffer at {} callers / raw at {} threads): unwrap {:.0}%\n",
+            "RSA-{} over both cores (best: coffer, {} / raw at {} threads): unwrap {:.0}%\n",
             x["bits"],
-            b["coffer_callers"],
+            callers_label(b),
             b["raw_threads"],
             100.0 * b["unwrap"].as_f64().unwrap_or(0.0),
         );
@@ -773,27 +875,41 @@ mod tests {
             threads: 2,
             callers: vec![8, 32],
             rounds: 2,
+            pipeline_depth: 4,
             dir: dir.path().to_owned(),
         });
         assert_eq!(doc["audit_records"], doc["coffer_ops"]);
         let results = doc["results"].as_array().unwrap();
         assert_eq!(
             results.len(),
-            8,
-            "4 operations x 2 threads, 2 Coffer operations x 8 and x 32 callers"
+            9,
+            "4 operations x 2 threads, pipelined unwrap x 2 workers, \
+             2 Coffer operations x 8 and x 32 callers"
         );
         for n in [8, 32] {
             let callers: Vec<_> = results.iter().filter(|r| r["threads"] == n).collect();
             assert_eq!(callers.len(), 2, "{callers:?}");
             assert!(callers.iter().all(|r| r["path"] == "coffer"));
         }
+        let pipelined: Vec<_> = results
+            .iter()
+            .filter(|r| r["path"] == "coffer-pipelined")
+            .collect();
+        assert_eq!(pipelined.len(), 1, "{results:?}");
+        assert_eq!(
+            (&pipelined[0]["op"], &pipelined[0]["threads"]),
+            (&json!("unwrapKey"), &json!(2))
+        );
         let b = &doc["summary"][0]["over_both_cores"];
         let by: Vec<_> = b["by_callers"].as_array().unwrap().iter().collect();
         assert_eq!(
             by.iter()
-                .map(|c| c["coffer_callers"].as_u64().unwrap())
+                .map(|c| (
+                    c["coffer_callers"].as_u64().unwrap(),
+                    c["pipeline_depth"].as_u64()
+                ))
                 .collect::<Vec<_>>(),
-            [2, 8, 32]
+            [(2, None), (8, None), (32, None), (2, Some(4))]
         );
         // The figure is the best of the caller counts.
         let best = by
@@ -804,8 +920,12 @@ mod tests {
         assert!(best > 0.0, "{b}");
         assert_eq!(b["raw_threads"].as_u64(), Some(2));
         let t = table(&doc);
-        assert!(t.contains("coffer at 32 callers / raw at 2 threads"), "{t}");
-        assert!(t.contains("over both cores (best: coffer at"), "{t}");
+        assert!(t.contains("coffer, 32 callers / raw at 2 threads"), "{t}");
+        assert!(
+            t.contains("coffer, 2 pipelined workers (4 calls begun each) / raw at 2 threads"),
+            "{t}"
+        );
+        assert!(t.contains("over both cores (best: coffer, "), "{t}");
         for r in results {
             assert!(r["ops"].as_u64().unwrap() > 0, "{r}");
         }

@@ -84,6 +84,11 @@ enum Cmd {
         /// ratios are medians of per-round ratios (cancels drift of the machine's speed).
         #[arg(long, default_value_t = 5)]
         rounds: usize,
+        /// unwrapKey calls each pipelined worker (one a core) keeps begun: a server's
+        /// worker begins the next call while the audit records of the earlier ones are
+        /// synced (0: no pipelined measurement).
+        #[arg(long, default_value_t = 32)]
+        pipeline_depth: usize,
         /// Directory for the temporary Coffer home (default: /var/tmp, a disk, so the
         /// catalog's fsyncs cost what they cost in a real home).
         #[arg(long, default_value = "/var/tmp")]
@@ -360,6 +365,7 @@ fn main() {
             threads,
             callers,
             rounds,
+            pipeline_depth,
             dir,
         } => {
             let o = keyvault_ops::Options {
@@ -368,6 +374,7 @@ fn main() {
                 threads: threads.unwrap_or_else(cores),
                 callers,
                 rounds: rounds.max(1),
+                pipeline_depth,
                 dir,
             };
             let doc = keyvault_ops::run(&o);

@@ -16,7 +16,10 @@
 //! Records queued meanwhile form the next batch. A caller learns that its record is
 //! durable only when its batch has been synced; it may queue the record before the work
 //! the record is about and wait afterwards ([`PendingKeyAudit`]), so that the sync
-//! overlaps that work. A failed write is an error for every caller of that batch; a
+//! overlaps that work, or hold several records while it does other work (a server's
+//! worker with several calls begun). When a batch is due: [`Shared::batch_due`] —
+//! at once with no more callers than cores; beyond them, when enough callers wait, or
+//! when the oldest record has waited [`UNWAITED_DELAY`] with nobody waiting for it. A failed write is an error for every caller of that batch; a
 //! failed sync is an error for every caller of that batch and of every later one (fail
 //! closed: after a failed `fdatasync` the kernel may have dropped the WAL pages, so
 //! nothing written after them could be recovered).
@@ -41,7 +44,7 @@ use std::{
         atomic::{AtomicBool, Ordering},
     },
     thread::{JoinHandle, Thread},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use rusqlite::Connection;
@@ -56,8 +59,16 @@ pub const MAX_BATCH: usize = 256;
 /// busy with their key operation ([`Shared::batch_due`]).
 const BUSY_SLACK: usize = 2;
 
-/// The longest a queued record waits for its batch when no caller waits for it.
+/// The longest a queued record waits for its batch.
 const MAX_DELAY: Duration = Duration::from_millis(50);
+
+/// The longest a queued record waits for its batch while no caller waits for any
+/// queued record: callers with more work in hand (a server's worker with several calls
+/// begun, [`PendingKeyAudit`] held) find their records durable when they come back
+/// to them, instead of their wait starting the batch and then sleeping through its
+/// sync. Callers that each wait for their record right after their key operation
+/// demand their batches before this.
+const UNWAITED_DELAY: Duration = Duration::from_millis(2);
 
 /// A committer's error, shared by every caller it fails.
 type SharedError = Arc<CatalogError>;
@@ -177,6 +188,8 @@ struct State {
     demanded: bool,
     /// Callers between their submit and the end of their wait (or drop).
     active: usize,
+    /// When the oldest record of `pending` was queued.
+    oldest: Option<Instant>,
     /// Of those, the callers waiting for their record.
     waiting: usize,
 }
@@ -267,9 +280,12 @@ impl AuditCommitter {
         if let Some(e) = &st.failed {
             return Err(CatalogError::AuditCommit(Arc::clone(e)));
         }
+        // The first record queued starts the committer's clock (it may sleep untimed).
+        let first = st.oldest.is_none();
+        st.oldest.get_or_insert_with(Instant::now);
         st.pending.push((row, Arc::clone(&mine)));
         st.active += 1;
-        s.wake_if_due(st);
+        s.wake_if(st, first);
         Ok(PendingKeyAudit {
             state: Pending::Queued(mine, Arc::clone(s)),
             _same_thread: PhantomData,
@@ -352,8 +368,13 @@ impl Shared {
     }
 
     /// Wakes the committer if it sleeps and a batch is due.
-    fn wake_if_due(&self, mut st: MutexGuard<'_, State>) {
-        let wake = st.idle && self.batch_due(&st);
+    fn wake_if_due(&self, st: MutexGuard<'_, State>) {
+        self.wake_if(st, false);
+    }
+
+    /// Wakes the committer if it sleeps and a batch is due, or `always`.
+    fn wake_if(&self, mut st: MutexGuard<'_, State>, always: bool) {
+        let wake = st.idle && (always || self.batch_due(&st));
         if wake {
             st.idle = false;
         }
@@ -380,7 +401,20 @@ impl Shared {
             && (st.stop
                 || st.pending.len() >= MAX_BATCH
                 || st.active <= self.cores
-                || (st.demanded && busy <= self.busy_allowance(st.active)))
+                || (st.demanded && busy <= self.busy_allowance(st.active))
+                || Self::delay(st).is_some_and(|d| d.is_zero()))
+    }
+
+    /// How long until the oldest queued record is due by its age alone
+    /// ([`UNWAITED_DELAY`] while no caller waits for a queued record, else
+    /// [`MAX_DELAY`]); `None` with nothing queued.
+    fn delay(st: &State) -> Option<Duration> {
+        let limit = if st.demanded {
+            MAX_DELAY
+        } else {
+            UNWAITED_DELAY
+        };
+        st.oldest.map(|t| limit.saturating_sub(t.elapsed()))
     }
 
     /// How few of `active` callers may still be busy when a demanded batch is written:
@@ -409,18 +443,15 @@ impl Shared {
                     return;
                 }
                 st.idle = true;
-                if st.pending.is_empty() {
-                    st = self.work.wait(st).unwrap_or_else(PoisonError::into_inner);
-                } else {
-                    // Queued records are written within MAX_DELAY even if no caller
-                    // waits for them yet.
-                    let (g, t) = self
-                        .work
-                        .wait_timeout(st, MAX_DELAY)
-                        .unwrap_or_else(PoisonError::into_inner);
-                    st = g;
-                    if t.timed_out() && !st.pending.is_empty() {
-                        break;
+                match Self::delay(&st) {
+                    None => st = self.work.wait(st).unwrap_or_else(PoisonError::into_inner),
+                    // Queued records are due by their age at the latest.
+                    Some(d) => {
+                        st = self
+                            .work
+                            .wait_timeout(st, d)
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .0;
                     }
                 }
             }
@@ -432,6 +463,11 @@ impl Shared {
             }
             // Callers of records left queued (beyond MAX_BATCH) may wait already.
             st.demanded = !st.pending.is_empty();
+            st.oldest = if st.pending.is_empty() {
+                None
+            } else {
+                Some(Instant::now())
+            };
             let failed = st.failed.clone();
             drop(st);
             let r = match failed {
@@ -627,37 +663,75 @@ mod tests {
         assert!(st.pending.is_empty());
     }
 
-    /// With more callers than cores, a record is not written until a caller waits
-    /// for it; then the records queued meanwhile go into the same batch.
+    /// With more callers than cores, records nobody waits for yet (a worker's begun
+    /// calls) are written within UNWAITED_DELAY, without any wait: by the time their
+    /// callers come back to them, they are durable.
     #[test]
-    fn beyond_the_cores_a_batch_waits_for_a_caller_and_gathers_the_queue() {
+    fn beyond_the_cores_records_nobody_waits_for_are_written_soon() {
         let dir = tempfile::tempdir().unwrap();
         let c = Catalog::open(&dir.path().join("catalog.db")).unwrap();
         let cores = c.audit.as_ref().unwrap().shared.cores;
-        // Up to `cores` active callers, each record is written at once.
-        let early: Vec<_> = (0..cores)
-            .map(|_| c.begin_key_audit(&an_audit_record("v")).unwrap())
-            .collect();
-        let queued_at = std::time::Instant::now();
-        let late: Vec<_> = (0..3)
-            .map(|_| c.begin_key_audit(&an_audit_record("v")).unwrap())
-            .collect();
-        std::thread::sleep(Duration::from_millis(10));
-        let written = c.key_audit("v").unwrap().len();
-        // Past MAX_DELAY the committer writes them anyway: only judge a prompt check.
-        if queued_at.elapsed() < super::MAX_DELAY {
-            assert!(
-                written <= cores,
-                "{written} records written before any wait"
-            );
-        }
-        let mut late = late.into_iter();
-        late.next().unwrap().wait().unwrap();
-        // The first wait wrote the whole queue in one batch.
-        assert_eq!(c.key_audit("v").unwrap().len(), cores + 3);
-        for p in late.chain(early) {
+        let begin = || c.begin_key_audit(&an_audit_record("v")).unwrap();
+        let written = |n: usize| {
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while c.key_audit("v").unwrap().len() < n {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "records nobody waits for are not written"
+                );
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        };
+        let mut begun: Vec<_> = (0..cores + 5).map(|_| begin()).collect();
+        written(begun.len());
+        // The committer sleeps with nothing queued; a record queued now, with more
+        // callers than cores active, wakes it to start its clock.
+        begun.push(begin());
+        written(begun.len());
+        for p in begun {
             p.wait().unwrap();
         }
+        let st = c.audit.as_ref().unwrap().shared.lock();
+        assert_eq!((st.active, st.waiting, st.oldest), (0, 0, None));
+    }
+
+    /// Beyond the cores, a queued record is due by its age after UNWAITED_DELAY while
+    /// nobody waits for a queued record, and after MAX_DELAY once somebody does (then
+    /// the busy callers decide: see `a_demanded_batch_is_due_when_half_the_callers_wait`).
+    #[test]
+    fn a_queued_record_is_due_by_its_age() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Catalog::open(&dir.path().join("catalog.db")).unwrap();
+        let shared = &c.audit.as_ref().unwrap().shared;
+        let many = 32 * shared.cores;
+        let due = |age: Duration, demanded: bool| {
+            let st = super::State {
+                pending: vec![a_queued_record()],
+                oldest: Some(std::time::Instant::now() - age),
+                demanded,
+                active: many,
+                ..Default::default()
+            };
+            shared.batch_due(&st)
+        };
+        assert!(!due(Duration::ZERO, false));
+        assert!(due(super::UNWAITED_DELAY, false));
+        assert!(!due(super::UNWAITED_DELAY, true));
+        assert!(due(super::MAX_DELAY, true));
+        // Nothing queued: nothing is due, and the committer sleeps untimed.
+        let idle = super::State::default();
+        assert!(!shared.batch_due(&idle));
+        assert_eq!(super::Shared::delay(&idle), None);
+    }
+
+    fn a_queued_record() -> super::Queued {
+        let ticket = std::sync::Arc::new(super::Ticket {
+            outcome: std::sync::OnceLock::new(),
+            caller: std::thread::current(),
+            taken: std::sync::atomic::AtomicBool::new(false),
+            counted: std::sync::atomic::AtomicBool::new(false),
+        });
+        (an_audit_record("v"), ticket)
     }
 
     /// Settling a record takes its caller off the waiting count at once (the next
@@ -692,18 +766,10 @@ mod tests {
         let c = Catalog::open(&dir.path().join("catalog.db")).unwrap();
         let shared = &c.audit.as_ref().unwrap().shared;
         let cores = shared.cores;
-        let record = || {
-            let ticket = std::sync::Arc::new(super::Ticket {
-                outcome: std::sync::OnceLock::new(),
-                caller: std::thread::current(),
-                taken: std::sync::atomic::AtomicBool::new(false),
-                counted: std::sync::atomic::AtomicBool::new(false),
-            });
-            (an_audit_record("v"), ticket)
-        };
         let due = |active: usize, waiting: usize| {
             let st = super::State {
-                pending: vec![record()],
+                pending: vec![a_queued_record()],
+                oldest: Some(std::time::Instant::now()),
                 demanded: true,
                 active,
                 waiting,

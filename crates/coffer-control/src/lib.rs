@@ -40,7 +40,7 @@ pub use error::{Error, ErrorCode, Result};
 pub use instance::{Instance, InstanceInfo, MASTER_KEY_FILE_NAME};
 pub use keyvault::{
     AccessPolicy, KeyAttributeUpdate, KeyCreateOptions, KeyEvent, KeyOperationResult, KeyRef,
-    KeyVaultClient, KeyVaultOptions, Permissions, UnwrapResult, VAULT_DNS_SUFFIX,
+    KeyVaultClient, KeyVaultOptions, PendingUnwrap, Permissions, UnwrapResult, VAULT_DNS_SUFFIX,
     parse_iso_duration_ms,
 };
 pub use names::{validate_group_name, validate_instance_name, validate_vault_name};

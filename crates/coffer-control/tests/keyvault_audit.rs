@@ -94,6 +94,43 @@ fn concurrent_data_plane_calls_each_leave_exactly_their_audit_record() {
     }
 }
 
+/// A worker that begins many unwraps before finishing them (as a server's worker
+/// would) gets each one's own result, only through `finish`, with one record per call:
+/// a call that failed is recorded `Failed` when finished.
+#[test]
+fn begun_unwraps_each_finish_with_their_own_result_and_record() {
+    const BEGUN: usize = 40;
+    let s = set_up(1);
+    let (home, principals, kid, wrapped) = (&s.home, &s.principals, &s.kid, &s.wrapped);
+    let before = data_plane_records(home).len();
+    let worker = Instance::open(home.clone(), None).unwrap();
+    let client = worker.key_vault_client();
+    let bad = [0x5a; 256];
+    let begun: Vec<_> = (0..BEGUN)
+        .map(|i| {
+            let value: &[u8] = if i == 7 { &bad } else { wrapped };
+            client
+                .begin_unwrap_key(&principals[0], kid, ALG, value)
+                .unwrap()
+        })
+        .collect();
+    for (i, pending) in begun.into_iter().enumerate() {
+        match pending.finish() {
+            Ok(u) => assert_eq!((i, u.value.expose()), (i, &DEK[..])),
+            Err(e) => assert_eq!((i, e.code.as_str()), (7, "BadParameter"), "{e}"),
+        }
+    }
+    let added = data_plane_records(home).split_off(before);
+    assert_eq!(added.len(), BEGUN, "{added:?}");
+    let failed: Vec<_> = added.iter().filter(|r| r.2 == "Failed").collect();
+    assert_eq!(failed.len(), 1, "{added:?}");
+    assert!(
+        added
+            .iter()
+            .all(|r| r.0 == principals[0] && r.1 == "unwrapKey")
+    );
+}
+
 #[test]
 fn a_revoked_role_takes_effect_at_once_in_an_instance_that_used_it() {
     let s = set_up(1);
@@ -266,6 +303,32 @@ fn a_failed_audit_commit_returns_an_error_and_no_key_material_to_every_caller() 
         .unwrap();
     assert_eq!(u.value.expose(), &DEK);
     assert_eq!(data_plane_records(home).len(), before + 1);
+}
+
+/// Begun unwraps whose batch fails to commit give no key material when finished.
+#[cfg(feature = "failpoints")]
+#[test]
+fn begun_unwraps_whose_audit_commit_fails_give_no_key_material() {
+    let s = set_up(1);
+    let (home, principals, kid, wrapped) = (&s.home, &s.principals, &s.kid, &s.wrapped);
+    let before = data_plane_records(home).len();
+    let worker = Instance::open(home.clone(), None).unwrap();
+    let client = worker.key_vault_client();
+    s.fail_here("kv-audit-commit");
+    let begun: Vec<_> = (0..8)
+        .map(|_| {
+            client
+                .begin_unwrap_key(&principals[0], kid, ALG, wrapped)
+                .unwrap()
+        })
+        .collect();
+    let outcomes: Vec<_> = begun.into_iter().map(|p| p.finish()).collect();
+    fail::remove("kv-audit-commit");
+    for u in outcomes {
+        let e = u.expect_err("a begun unwrap gave key material without an audit record");
+        assert_eq!(e.code.as_str(), "CatalogError", "{e}");
+    }
+    assert_eq!(data_plane_records(home).len(), before);
 }
 
 /// A failed sync of the audit log (the records are written, their durability is not

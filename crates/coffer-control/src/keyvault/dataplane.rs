@@ -172,6 +172,18 @@ impl Instance {
         op: &str,
         f: impl FnOnce(&KeyVaultRow, &KeyVersionRow, Material) -> Result<T>,
     ) -> Result<T> {
+        self.begin_with_key(k, op, f).finish()
+    }
+
+    /// [`Instance::with_key`] up to the audit record's durability: the operation has
+    /// run (or was refused), its record is being committed; [`InFlight::finish`] waits
+    /// for the record and returns the outcome.
+    fn begin_with_key<T>(
+        &self,
+        k: &KeyRef<'_>,
+        op: &str,
+        f: impl FnOnce(&KeyVaultRow, &KeyVersionRow, Material) -> Result<T>,
+    ) -> InFlight<'_, T> {
         let KeyRef {
             principal,
             vault,
@@ -182,8 +194,14 @@ impl Instance {
         // while nothing was committed since the last check); it ends before the key is
         // used and the audit record is committed. The rows come from this instance's
         // cache while the catalog's change counter says they are current.
-        let rows = self.key_rows()?;
-        let vault = rows.live_vault(vault)?;
+        let rows = match self.key_rows() {
+            Ok(rows) => rows,
+            Err(e) => return InFlight::done(Err(e)),
+        };
+        let vault = match rows.live_vault(vault) {
+            Ok(vault) => vault,
+            Err(e) => return InFlight::done(Err(e)),
+        };
         let v = &vault.row;
         let mut used_version = version.map(str::to_owned);
         let usable = (|| {
@@ -211,7 +229,7 @@ impl Instance {
                 let r = Err(e);
                 // Refused: the error is returned whether or not its record is written.
                 let _ = self.audit_key(v, principal, op, Some(name), used_version.as_deref(), &r);
-                return r;
+                return InFlight::done(r);
             }
         };
         // The record is committed while the key is used (the sync overlaps the key
@@ -219,22 +237,16 @@ impl Instance {
         // Fail closed: a result is only returned once its record is durable.
         let ver = Some(entry.row.version.as_str());
         let row = Self::audit_row(v, principal, op, Some(name), ver, None);
-        let pending = self.catalog.begin_key_audit(&row)?;
+        let pending = match self.catalog.begin_key_audit(&row) {
+            Ok(p) => p,
+            Err(e) => return InFlight::done(Err(e.into())),
+        };
         let r = entry
             .material(self, v)
             .and_then(|key| f(v, &entry.row, key));
-        let seq = pending.wait();
-        match (r, seq) {
-            (Ok(out), Ok(_)) => Ok(out),
-            (Ok(_), Err(e)) => Err(e.into()),
-            (Err(e), Ok(seq)) => {
-                let code = Self::audit_error_code(&e);
-                // The operation's error is the one to report; if the amend fails too,
-                // the record over-states (Succeeded) and never under-states.
-                let _ = self.catalog.amend_key_audit(seq, "Failed", Some(&code));
-                Err(e)
-            }
-            (Err(e), Err(_)) => Err(e),
+        InFlight {
+            r,
+            audit: Some((self, pending)),
         }
     }
 
@@ -278,8 +290,25 @@ impl Instance {
         alg: &str,
         cipher: &[u8],
     ) -> Result<UnwrapResult> {
-        let (kid, value) = self.rsa_op(k, op, alg, |key, a| key.decrypt(a, cipher))?;
-        Ok(UnwrapResult { kid, value })
+        self.begin_key_decrypt(k, op, alg, cipher).finish()
+    }
+
+    /// [`Instance::key_decrypt`] up to the audit record's durability.
+    pub(crate) fn begin_key_decrypt(
+        &self,
+        k: &KeyRef<'_>,
+        op: &str,
+        alg: &str,
+        cipher: &[u8],
+    ) -> InFlight<'_, UnwrapResult> {
+        let alg = EncryptionAlgorithm::parse(alg).map_err(kv_err);
+        self.begin_with_key(k, op, |v, row, key| {
+            let value = key.decrypt(alg?, cipher).map_err(kv_err)?;
+            Ok(UnwrapResult {
+                kid: Self::kid(v, &row.name, &row.version),
+                value,
+            })
+        })
     }
 
     /// `coffer keyvault key wrap|encrypt` (`value`: base64url).
@@ -324,6 +353,42 @@ impl Instance {
         self.with_key(k, "verify", |_, _, key| {
             Ok(json!({ "value": key.verify(a?, &d, &s).map_err(kv_err)? }))
         })
+    }
+}
+
+/// A key operation that has run (or was refused) and whose audit record is being made
+/// durable: its outcome is only given out by [`InFlight::finish`], once the record is
+/// durable (fail closed). Not `Send`: the committer wakes the thread that began it.
+#[must_use = "an operation's outcome is only known once finished"]
+pub(crate) struct InFlight<'i, T> {
+    r: Result<T>,
+    /// The record being committed, and the instance that amends it if the operation
+    /// failed; `None`: nothing to wait for (refused, or the record could not be queued).
+    audit: Option<(&'i Instance, coffer_catalog::PendingKeyAudit)>,
+}
+
+impl<T> InFlight<'_, T> {
+    fn done(r: Result<T>) -> Self {
+        Self { r, audit: None }
+    }
+
+    /// Waits until the operation's audit record is durable; returns the outcome.
+    pub(crate) fn finish(self) -> Result<T> {
+        let Some((inst, pending)) = self.audit else {
+            return self.r;
+        };
+        match (self.r, pending.wait()) {
+            (Ok(out), Ok(_)) => Ok(out),
+            (Ok(_), Err(e)) => Err(e.into()),
+            (Err(e), Ok(seq)) => {
+                let code = Instance::audit_error_code(&e);
+                // The operation's error is the one to report; if the amend fails too,
+                // the record over-states (Succeeded) and never under-states.
+                let _ = inst.catalog.amend_key_audit(seq, "Failed", Some(&code));
+                Err(e)
+            }
+            (Err(e), Err(_)) => Err(e),
+        }
     }
 }
 

@@ -306,7 +306,7 @@ pub struct KeyVaultClient<'a> {
     inst: &'a Instance,
 }
 
-impl KeyVaultClient<'_> {
+impl<'a> KeyVaultClient<'a> {
     /// `GET {kid}`: the public KeyBundle (needs keys/get).
     pub fn get_key(&self, principal: &str, key_id: &str) -> Result<Value> {
         let (vault, name, version) = self.inst.parse_kid(key_id)?;
@@ -338,10 +338,46 @@ impl KeyVaultClient<'_> {
         alg: &str,
         wrapped: &[u8],
     ) -> Result<UnwrapResult> {
+        self.begin_unwrap_key(principal, key_id, alg, wrapped)?
+            .finish()
+    }
+
+    /// [`KeyVaultClient::unwrap_key`] for a caller with more requests in hand (a
+    /// server's worker): the call is authorised and the key operation run, and
+    /// its audit record handed to the committer; [`PendingUnwrap::finish`] gives the
+    /// result once that record is durable. Meanwhile the thread can begin other calls,
+    /// instead of sleeping while the record is synced.
+    pub fn begin_unwrap_key(
+        &self,
+        principal: &str,
+        key_id: &str,
+        alg: &str,
+        wrapped: &[u8],
+    ) -> Result<PendingUnwrap<'a>> {
         let (vault, name, version) = self.inst.parse_kid(key_id)?;
         let k = KeyRef::new(principal, &vault, &name, version.as_deref());
-        self.inst
-            .as_trusted_service(|| self.inst.key_decrypt(&k, "unwrapKey", alg, wrapped))
+        Ok(PendingUnwrap(self.inst.as_trusted_service(|| {
+            self.inst.begin_key_decrypt(&k, "unwrapKey", alg, wrapped)
+        })))
+    }
+}
+
+/// An `unwrapKey` whose audit record is being made durable
+/// ([`KeyVaultClient::begin_unwrap_key`]). Finish it on the thread that began it.
+#[must_use = "the unwrapped key is only given out by finish"]
+pub struct PendingUnwrap<'i>(dataplane::InFlight<'i, UnwrapResult>);
+
+impl PendingUnwrap<'_> {
+    /// Waits until the call's audit record is durable (at once if it is), then returns
+    /// the unwrapped key, or the error of the call or of its audit record.
+    pub fn finish(self) -> Result<UnwrapResult> {
+        self.0.finish()
+    }
+}
+
+impl std::fmt::Debug for PendingUnwrap<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingUnwrap").finish_non_exhaustive()
     }
 }
 
