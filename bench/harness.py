@@ -431,11 +431,12 @@ def rotation(scale, reps):
 RESTORE_DIR = os.environ.get("BENCH_RESTORE_DIR", "/dev/shm" if os.path.isdir("/dev/shm") else WORK)
 
 
-def warm(path):
-    """Reads every file of `path` (`coffer-bench warm`, on all cores), so that each tool starts
-    with the dataset in page cache (whatever ran before it: another tool's restore may have
-    evicted part of it). In Python this took 10 s on the small-files dataset, 45 times a run."""
-    subprocess.run([COFFER_BENCH, "warm", path], check=True, stdout=subprocess.DEVNULL)
+def warm_in_background(path):
+    """Starts reading every file of `path` (`coffer-bench warm`, on all cores), so that each tool
+    starts with the dataset in page cache (whatever ran before it: the host's DAMON reclaim pages
+    out what was idle for a minute). `settle` waits for it. In Python this took 10 s on the
+    small-files dataset, 45 times a run."""
+    PENDING.append(subprocess.Popen([COFFER_BENCH, "warm", path], stdout=subprocess.DEVNULL))
 
 
 def hwlimit(path, breakdown=False):
@@ -482,9 +483,12 @@ def delete_in_background(paths):
 
 
 def settle():
-    """Waits for the background clean-ups, so that nothing else runs during a measurement."""
+    """Waits for the background clean-ups and warming, so that nothing else runs during a
+    measurement."""
     while PENDING:
-        PENDING.pop().wait()
+        p = PENDING.pop()
+        if p.wait() != 0 and p.args[0] == COFFER_BENCH:  # a warming that failed (rm's are not judged)
+            sys.exit(f"{' '.join(p.args)} failed ({p.returncode})")
 
 
 def measure(tool_cls, ds, warmed=False):
@@ -501,17 +505,18 @@ def measure(tool_cls, ds, warmed=False):
     repo = os.path.join(WORK, f"repo-{name}")
     target = os.path.join(RESTORE_DIR, f"coffer-bench-restore-{name}")
     clean_up_later(repo, target, repo + ".key", repo + ".send-log", os.path.join(WORK, "cache"))
+    if not warmed:  # hwlimit, just before Coffer's run, has read every file twice
+        # Warming runs while the tool's repository is set up (and the clean-ups go on):
+        # all of it is done before the first timed step (`settle`).
+        warm_in_background(ds.path)
     t = tool_cls(repo)
     t.init(ds.path)
     lap("setup")
     r = {}
     # Every timed step starts with the earlier steps' writes on disk (os.sync), so no
     # tool pays for another step's (or another tool's) write-back.
-    if not warmed:  # hwlimit, just before Coffer's run, has read every file twice
-        warm(ds.path)
-    lap("warm")
     settle()
-    lap("cleanup")
+    lap("warm")  # the warming and the clean-ups that outlasted the set-up
     os.sync()
     lap("sync")
     r["load1"] = os.getloadavg()[0]  # machine load as the tool starts (other jobs would show here)
