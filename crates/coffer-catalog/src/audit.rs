@@ -17,12 +17,14 @@
 //! durable only when its batch has been synced; it may queue the record before the work
 //! the record is about and wait afterwards ([`PendingKeyAudit`]), so that the sync
 //! overlaps that work, or hold several records while it does other work (a server's
-//! worker with several calls begun). When a batch is due: [`Shared::batch_due`] —
-//! at once with no more callers than cores; beyond them, when enough callers wait, or
-//! when the oldest record has waited [`UNWAITED_DELAY`] with nobody waiting for it. A failed write is an error for every caller of that batch; a
-//! failed sync is an error for every caller of that batch and of every later one (fail
-//! closed: after a failed `fdatasync` the kernel may have dropped the WAL pages, so
-//! nothing written after them could be recovered).
+//! worker with several calls begun). A batch is due ([`Shared::batch_due`]) at once
+//! with no more callers than cores; beyond them, when enough callers wait, or when the
+//! oldest record has waited [`UNWAITED_DELAY`] with nobody waiting for it.
+//!
+//! A failed write is an error for every caller of that batch; a failed sync is an error
+//! for every caller of that batch and of every later one (fail closed: after a failed
+//! `fdatasync` the kernel may have dropped the WAL pages, so nothing written after them
+//! could be recovered).
 //!
 //! Why a thread of its own: the callers are busy with key operations (RSA), so a
 //! caller leading the commit would wait for a core after every step of its
@@ -188,10 +190,10 @@ struct State {
     demanded: bool,
     /// Callers between their submit and the end of their wait (or drop).
     active: usize,
-    /// When the oldest record of `pending` was queued.
-    oldest: Option<Instant>,
     /// Of those, the callers waiting for their record.
     waiting: usize,
+    /// When the oldest record of `pending` was queued.
+    oldest: Option<Instant>,
 }
 
 impl State {

@@ -172,18 +172,19 @@ impl Instance {
         op: &str,
         f: impl FnOnce(&KeyVaultRow, &KeyVersionRow, Material) -> Result<T>,
     ) -> Result<T> {
-        self.begin_with_key(k, op, f).finish()
+        self.begin_with_key(k, op, f)?.finish()
     }
 
     /// [`Instance::with_key`] up to the audit record's durability: the operation has
     /// run (or was refused), its record is being committed; [`InFlight::finish`] waits
-    /// for the record and returns the outcome.
+    /// for the record and returns the outcome. An error here is one no record was
+    /// queued for (the catalog could not be read, the vault is unknown).
     fn begin_with_key<T>(
         &self,
         k: &KeyRef<'_>,
         op: &str,
         f: impl FnOnce(&KeyVaultRow, &KeyVersionRow, Material) -> Result<T>,
-    ) -> InFlight<'_, T> {
+    ) -> Result<InFlight<'_, T>> {
         let KeyRef {
             principal,
             vault,
@@ -194,14 +195,8 @@ impl Instance {
         // while nothing was committed since the last check); it ends before the key is
         // used and the audit record is committed. The rows come from this instance's
         // cache while the catalog's change counter says they are current.
-        let rows = match self.key_rows() {
-            Ok(rows) => rows,
-            Err(e) => return InFlight::done(Err(e)),
-        };
-        let vault = match rows.live_vault(vault) {
-            Ok(vault) => vault,
-            Err(e) => return InFlight::done(Err(e)),
-        };
+        let rows = self.key_rows()?;
+        let vault = rows.live_vault(vault)?;
         let v = &vault.row;
         let mut used_version = version.map(str::to_owned);
         let usable = (|| {
@@ -229,7 +224,7 @@ impl Instance {
                 let r = Err(e);
                 // Refused: the error is returned whether or not its record is written.
                 let _ = self.audit_key(v, principal, op, Some(name), used_version.as_deref(), &r);
-                return InFlight::done(r);
+                return Ok(InFlight::done(r));
             }
         };
         // The record is committed while the key is used (the sync overlaps the key
@@ -237,17 +232,14 @@ impl Instance {
         // Fail closed: a result is only returned once its record is durable.
         let ver = Some(entry.row.version.as_str());
         let row = Self::audit_row(v, principal, op, Some(name), ver, None);
-        let pending = match self.catalog.begin_key_audit(&row) {
-            Ok(p) => p,
-            Err(e) => return InFlight::done(Err(e.into())),
-        };
+        let pending = self.catalog.begin_key_audit(&row)?;
         let r = entry
             .material(self, v)
             .and_then(|key| f(v, &entry.row, key));
-        InFlight {
+        Ok(InFlight {
             r,
             audit: Some((self, pending)),
-        }
+        })
     }
 
     /// One RSA-OAEP operation (`op`: wrapKey, unwrapKey, encrypt, decrypt) on the
@@ -290,7 +282,7 @@ impl Instance {
         alg: &str,
         cipher: &[u8],
     ) -> Result<UnwrapResult> {
-        self.begin_key_decrypt(k, op, alg, cipher).finish()
+        self.begin_key_decrypt(k, op, alg, cipher)?.finish()
     }
 
     /// [`Instance::key_decrypt`] up to the audit record's durability.
@@ -300,7 +292,7 @@ impl Instance {
         op: &str,
         alg: &str,
         cipher: &[u8],
-    ) -> InFlight<'_, UnwrapResult> {
+    ) -> Result<InFlight<'_, UnwrapResult>> {
         let alg = EncryptionAlgorithm::parse(alg).map_err(kv_err);
         self.begin_with_key(k, op, |v, row, key| {
             let value = key.decrypt(alg?, cipher).map_err(kv_err)?;
@@ -363,7 +355,7 @@ impl Instance {
 pub(crate) struct InFlight<'i, T> {
     r: Result<T>,
     /// The record being committed, and the instance that amends it if the operation
-    /// failed; `None`: nothing to wait for (refused, or the record could not be queued).
+    /// failed; `None`: nothing to wait for (refused: its record is written already).
     audit: Option<(&'i Instance, coffer_catalog::PendingKeyAudit)>,
 }
 

@@ -346,7 +346,9 @@ impl<'a> KeyVaultClient<'a> {
     /// server's worker): the call is authorised and the key operation run, and
     /// its audit record handed to the committer; [`PendingUnwrap::finish`] gives the
     /// result once that record is durable. Meanwhile the thread can begin other calls,
-    /// instead of sleeping while the record is synced.
+    /// instead of sleeping while the record is synced. Errors that leave no record to
+    /// wait for (a malformed key id, an unknown key vault, an audit log that failed)
+    /// are returned here; every other outcome, refusals included, by `finish`.
     pub fn begin_unwrap_key(
         &self,
         principal: &str,
@@ -356,9 +358,9 @@ impl<'a> KeyVaultClient<'a> {
     ) -> Result<PendingUnwrap<'a>> {
         let (vault, name, version) = self.inst.parse_kid(key_id)?;
         let k = KeyRef::new(principal, &vault, &name, version.as_deref());
-        Ok(PendingUnwrap(self.inst.as_trusted_service(|| {
-            self.inst.begin_key_decrypt(&k, "unwrapKey", alg, wrapped)
-        })))
+        self.inst
+            .as_trusted_service(|| self.inst.begin_key_decrypt(&k, "unwrapKey", alg, wrapped))
+            .map(PendingUnwrap)
     }
 }
 
