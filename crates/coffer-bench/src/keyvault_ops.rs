@@ -233,8 +233,8 @@ impl Stats {
 
 /// A pipelined worker's instance and the unwraps it has begun, oldest first.
 struct PipelinedWorker {
-    inst: &'static Instance,
-    begun: std::collections::VecDeque<coffer_control::PendingUnwrap<'static>>,
+    inst: Instance,
+    begun: std::collections::VecDeque<coffer_control::PendingUnwrap>,
 }
 
 impl Drop for PipelinedWorker {
@@ -627,10 +627,7 @@ pub(crate) fn run(o: &Options) -> Value {
                             t,
                             unwrap_slice(t),
                             || PipelinedWorker {
-                                // Begun calls borrow the worker's instance across
-                                // operations: it lives until the process ends (a few
-                                // per measurement; an instance is not `Sync`).
-                                inst: Box::leak(Box::new(open())),
+                                inst: open(),
                                 begun: std::collections::VecDeque::new(),
                             },
                             |w| {

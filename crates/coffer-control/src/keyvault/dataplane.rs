@@ -177,14 +177,15 @@ impl Instance {
 
     /// [`Instance::with_key`] up to the audit record's durability: the operation has
     /// run (or was refused), its record is being committed; [`InFlight::finish`] waits
-    /// for the record and returns the outcome. An error here is one no record was
-    /// queued for (the catalog could not be read, the vault is unknown).
+    /// for the record and returns the outcome (a refused or failed operation's record is
+    /// durable before this returns). An error here is one no record was queued for
+    /// (the catalog could not be read, the vault is unknown).
     fn begin_with_key<T>(
         &self,
         k: &KeyRef<'_>,
         op: &str,
         f: impl FnOnce(&KeyVaultRow, &KeyVersionRow, Material) -> Result<T>,
-    ) -> Result<InFlight<'_, T>> {
+    ) -> Result<InFlight<T>> {
         let KeyRef {
             principal,
             vault,
@@ -236,10 +237,22 @@ impl Instance {
         let r = entry
             .material(self, v)
             .and_then(|key| f(v, &entry.row, key));
-        Ok(InFlight {
-            r,
-            audit: Some((self, pending)),
-        })
+        match r {
+            Ok(out) => Ok(InFlight {
+                r: Ok(out),
+                pending: Some(pending),
+            }),
+            // A failed operation's record is amended once written (rare: waited for here).
+            Err(e) => {
+                if let Ok(seq) = pending.wait() {
+                    let code = Self::audit_error_code(&e);
+                    // The operation's error is the one to report; if the amend fails
+                    // too, the record over-states (Succeeded) and never under-states.
+                    let _ = self.catalog.amend_key_audit(seq, "Failed", Some(&code));
+                }
+                Ok(InFlight::done(Err(e)))
+            }
+        }
     }
 
     /// One RSA-OAEP operation (`op`: wrapKey, unwrapKey, encrypt, decrypt) on the
@@ -292,7 +305,7 @@ impl Instance {
         op: &str,
         alg: &str,
         cipher: &[u8],
-    ) -> Result<InFlight<'_, UnwrapResult>> {
+    ) -> Result<InFlight<UnwrapResult>> {
         let alg = EncryptionAlgorithm::parse(alg).map_err(kv_err);
         self.begin_with_key(k, op, |v, row, key| {
             let value = key.decrypt(alg?, cipher).map_err(kv_err)?;
@@ -349,37 +362,26 @@ impl Instance {
 }
 
 /// A key operation that has run (or was refused) and whose audit record is being made
-/// durable: its outcome is only given out by [`InFlight::finish`], once the record is
+/// durable: its result is only given out by [`InFlight::finish`], once the record is
 /// durable (fail closed). Not `Send`: the committer wakes the thread that began it.
 #[must_use = "an operation's outcome is only known once finished"]
-pub(crate) struct InFlight<'i, T> {
+pub(crate) struct InFlight<T> {
     r: Result<T>,
-    /// The record being committed, and the instance that amends it if the operation
-    /// failed; `None`: nothing to wait for (refused: its record is written already).
-    audit: Option<(&'i Instance, coffer_catalog::PendingKeyAudit)>,
+    /// The record of a successful operation, being committed; `None`: nothing to wait
+    /// for (refused or failed: its record is durable already).
+    pending: Option<coffer_catalog::PendingKeyAudit>,
 }
 
-impl<T> InFlight<'_, T> {
+impl<T> InFlight<T> {
     fn done(r: Result<T>) -> Self {
-        Self { r, audit: None }
+        Self { r, pending: None }
     }
 
     /// Waits until the operation's audit record is durable; returns the outcome.
     pub(crate) fn finish(self) -> Result<T> {
-        let Some((inst, pending)) = self.audit else {
-            return self.r;
-        };
-        match (self.r, pending.wait()) {
-            (Ok(out), Ok(_)) => Ok(out),
-            (Ok(_), Err(e)) => Err(e.into()),
-            (Err(e), Ok(seq)) => {
-                let code = Instance::audit_error_code(&e);
-                // The operation's error is the one to report; if the amend fails too,
-                // the record over-states (Succeeded) and never under-states.
-                let _ = inst.catalog.amend_key_audit(seq, "Failed", Some(&code));
-                Err(e)
-            }
-            (Err(e), Err(_)) => Err(e),
+        match self.pending {
+            Some(pending) => pending.wait().map_err(Error::from).and(self.r),
+            None => self.r,
         }
     }
 }

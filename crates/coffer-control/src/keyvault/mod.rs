@@ -306,7 +306,7 @@ pub struct KeyVaultClient<'a> {
     inst: &'a Instance,
 }
 
-impl<'a> KeyVaultClient<'a> {
+impl KeyVaultClient<'_> {
     /// `GET {kid}`: the public KeyBundle (needs keys/get).
     pub fn get_key(&self, principal: &str, key_id: &str) -> Result<Value> {
         let (vault, name, version) = self.inst.parse_kid(key_id)?;
@@ -355,7 +355,7 @@ impl<'a> KeyVaultClient<'a> {
         key_id: &str,
         alg: &str,
         wrapped: &[u8],
-    ) -> Result<PendingUnwrap<'a>> {
+    ) -> Result<PendingUnwrap> {
         let (vault, name, version) = self.inst.parse_kid(key_id)?;
         let k = KeyRef::new(principal, &vault, &name, version.as_deref());
         self.inst
@@ -365,11 +365,12 @@ impl<'a> KeyVaultClient<'a> {
 }
 
 /// An `unwrapKey` whose audit record is being made durable
-/// ([`KeyVaultClient::begin_unwrap_key`]). Finish it on the thread that began it.
+/// ([`KeyVaultClient::begin_unwrap_key`]). Finish it on the thread that began it; it
+/// does not borrow the instance (a worker may hold it with the instance in one place).
 #[must_use = "the unwrapped key is only given out by finish"]
-pub struct PendingUnwrap<'i>(dataplane::InFlight<'i, UnwrapResult>);
+pub struct PendingUnwrap(dataplane::InFlight<UnwrapResult>);
 
-impl PendingUnwrap<'_> {
+impl PendingUnwrap {
     /// Waits until the call's audit record is durable (at once if it is), then returns
     /// the unwrapped key, or the error of the call or of its audit record.
     pub fn finish(self) -> Result<UnwrapResult> {
@@ -377,7 +378,7 @@ impl PendingUnwrap<'_> {
     }
 }
 
-impl std::fmt::Debug for PendingUnwrap<'_> {
+impl std::fmt::Debug for PendingUnwrap {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PendingUnwrap").finish_non_exhaustive()
     }
