@@ -264,11 +264,7 @@ impl Chunker {
     ) -> u64 {
         let gear: &[u64; 256] = &self.gear;
         let mb = self.mask_both;
-        let warm = |end: usize| {
-            data[end - self.settle..end]
-                .iter()
-                .fold(0u64, |h, &b| (h << 1).wrapping_add(gear[b as usize]))
-        };
+        let warm = |end: usize| self.rolled(&data[end - self.settle..end]);
         let region = &data[from..];
         let lane_len = region.len() / LANES;
         let mut tail_from = 0;
@@ -505,13 +501,17 @@ impl Chunker {
         offset: u64,
         lanes: &mut [Vec<Candidate>; LANES],
     ) -> Vec<Candidate> {
-        let gear: &[u64; 256] = &self.gear;
-        let hash = warm
-            .iter()
-            .fold(0u64, |h, &b| (h << 1).wrapping_add(gear[b as usize]));
         let mut out = Vec::new();
-        self.scan_range(data, 0, offset, hash, lanes, &mut out);
+        self.scan_range(data, 0, offset, self.rolled(warm), lanes, &mut out);
         out
+    }
+
+    /// The rolling hash after `bytes`, starting from 0 (a warm-up: only its last
+    /// `settle` bytes decide its masked bits).
+    fn rolled(&self, bytes: &[u8]) -> u64 {
+        bytes
+            .iter()
+            .fold(0u64, |h, &b| (h << 1).wrapping_add(self.gear[b as usize]))
     }
 
     /// Splits an in-memory input into chunks (the same cut points as
