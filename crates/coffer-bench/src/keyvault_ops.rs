@@ -231,6 +231,11 @@ impl Stats {
     }
 }
 
+/// The unwrapped bytes as the backup vault's key, made as `CmkWrapper::unwrap` makes it.
+fn into_dek(r: coffer_control::UnwrapResult) -> DataKey {
+    DataKey::from_secret(SecretKey::from_slice(r.value.expose()).expect("a 32-byte DEK"))
+}
+
 /// A pipelined worker's instance and the unwraps it has begun, oldest first.
 struct PipelinedWorker {
     inst: Instance,
@@ -612,10 +617,7 @@ pub(crate) fn run(o: &Options) -> Value {
                             .key_vault_client()
                             .unwrap_key(&principal, kid, ALG, &wrapped)
                             .expect("unwrapKey through the key vault");
-                        let dek = DataKey::from_secret(
-                            SecretKey::from_slice(r.value.expose()).expect("a 32-byte DEK"),
-                        );
-                        drop(dek);
+                        drop(into_dek(r));
                     }),
                     Step::CofferUnwrapPipelined => {
                         // Each call begins one unwrap and, once `depth` are begun,
@@ -644,11 +646,7 @@ pub(crate) fn run(o: &Options) -> Value {
                                         .expect("a begun call")
                                         .finish()
                                         .expect("unwrapKey through the key vault");
-                                    let dek = DataKey::from_secret(
-                                        SecretKey::from_slice(r.value.expose())
-                                            .expect("a 32-byte DEK"),
-                                    );
-                                    drop(dek);
+                                    drop(into_dek(r));
                                 }
                             },
                         )
