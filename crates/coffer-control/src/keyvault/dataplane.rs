@@ -264,8 +264,19 @@ impl Instance {
         alg: &str,
         f: impl FnOnce(&Material, EncryptionAlgorithm) -> coffer_keyvault::Result<T>,
     ) -> Result<(String, T)> {
+        self.begin_rsa_op(k, op, alg, f)?.finish()
+    }
+
+    /// [`Instance::rsa_op`] up to the audit record's durability.
+    fn begin_rsa_op<T>(
+        &self,
+        k: &KeyRef<'_>,
+        op: &str,
+        alg: &str,
+        f: impl FnOnce(&Material, EncryptionAlgorithm) -> coffer_keyvault::Result<T>,
+    ) -> Result<InFlight<(String, T)>> {
         let alg = EncryptionAlgorithm::parse(alg).map_err(kv_err);
-        self.with_key(k, op, |v, row, key| {
+        self.begin_with_key(k, op, |v, row, key| {
             let out = f(&key, alg?).map_err(kv_err)?;
             Ok((Self::kid(v, &row.name, &row.version), out))
         })
@@ -306,14 +317,8 @@ impl Instance {
         alg: &str,
         cipher: &[u8],
     ) -> Result<InFlight<UnwrapResult>> {
-        let alg = EncryptionAlgorithm::parse(alg).map_err(kv_err);
-        self.begin_with_key(k, op, |v, row, key| {
-            let value = key.decrypt(alg?, cipher).map_err(kv_err)?;
-            Ok(UnwrapResult {
-                kid: Self::kid(v, &row.name, &row.version),
-                value,
-            })
-        })
+        let begun = self.begin_rsa_op(k, op, alg, |key, a| key.decrypt(a, cipher))?;
+        Ok(begun.map(|(kid, value)| UnwrapResult { kid, value }))
     }
 
     /// `coffer keyvault key wrap|encrypt` (`value`: base64url).
@@ -375,6 +380,15 @@ pub(crate) struct InFlight<T> {
 impl<T> InFlight<T> {
     fn done(r: Result<T>) -> Self {
         Self { r, pending: None }
+    }
+
+    /// The same operation with its output turned by `f` (given out as before, once
+    /// the record is durable).
+    fn map<U>(self, f: impl FnOnce(T) -> U) -> InFlight<U> {
+        InFlight {
+            r: self.r.map(f),
+            pending: self.pending,
+        }
     }
 
     /// Waits until the operation's audit record is durable; returns the outcome.
