@@ -13,7 +13,7 @@
 //! "Over both cores": the raw path cannot beat the cores, so its all-cores rate is
 //! measured with one thread a core (`threads`); Coffer's path is measured with as many
 //! callers, and as a server would run it, with more concurrent callers than cores
-//! (`callers`, default 8 and 32), so the RSA work of some overlaps the audit commit
+//! (`callers`, default 32), so the RSA work of some overlaps the audit commit
 //! (fsync) others wait for, and one commit serves the records of many. The document's
 //! `summary[].over_both_cores` is the best of those rates over raw at `threads` (the key
 //! vault's capacity), with each in `by_callers`.
