@@ -188,12 +188,16 @@ pub(crate) fn run(
     let failed = AtomicBool::new(false);
     let result = thread::scope(|s| {
         let (written, pools, failed) = (&written, &pools, &failed);
-        let writer = s.spawn(move || pack_writer(inner, pack_rx, written, pools, failed));
+        let writer = crate::spawn_named(s, "coffer-packs", move || {
+            pack_writer(inner, pack_rx, written, pools, failed)
+        });
         let handles: Vec<_> = (0..n_workers)
             .map(|_| {
                 let (rx, pack_tx) = (rx.clone(), pack_tx.clone());
                 let (queued, index) = (&queued, &index);
-                s.spawn(move || worker(inner, index, queued, rx, pack_tx, pools, failed))
+                crate::spawn_named(s, "coffer-worker", move || {
+                    worker(inner, index, queued, rx, pack_tx, pools, failed)
+                })
             })
             .collect();
         drop((rx, pack_tx));

@@ -173,20 +173,30 @@ pub(crate) fn fill(reader: &mut impl Read, buf: &mut [u8], end: &mut usize) -> i
 
 /// Rolls the four lanes' hashes `h` from lane offset `i` up to the first offset
 /// where any lane has a candidate (its hashes then include that byte), or to the
-/// lanes' end; returns that offset. A loop with nothing else in it, so that every
-/// value it needs stays in a register.
-#[inline(always)]
+/// lanes' end; returns that offset. Lane `k` is `region[k * lane_len..][..lane_len]`.
+///
+/// Never inlined, and given only plain values: a loop with nothing else in its
+/// function keeps every value in a register whatever calls it. Inlined, its code
+/// depended on the caller and on how the build split the crate: one lane pointer was
+/// reloaded from the stack on every byte in some builds and not in others, which
+/// moved the scan's speed by up to 1.7x between two binaries of the same source
+/// (docs/performance.md).
+#[inline(never)]
 fn run_lanes(
-    l: [&[u8]; LANES],
-    mut i: usize,
+    region: &[u8],
+    lane_len: usize,
+    i: usize,
     gear: &[u64; 256],
     mb: u64,
     h: &mut [u64; LANES],
 ) -> usize {
+    let (l0, rest) = region.split_at(lane_len);
+    let (l1, rest) = rest.split_at(lane_len);
+    let (l2, rest) = rest.split_at(lane_len);
+    let l3 = &rest[..lane_len];
     let [mut h0, mut h1, mut h2, mut h3] = *h;
-    let n = l[0].len();
-    let (l0, l1, l2, l3) = (&l[0][..n], &l[1][..n], &l[2][..n], &l[3][..n]);
-    while i < n {
+    let mut i = i;
+    while i < lane_len {
         h0 = (h0 << 1).wrapping_add(gear[l0[i] as usize]);
         h1 = (h1 << 1).wrapping_add(gear[l1[i] as usize]);
         h2 = (h2 << 1).wrapping_add(gear[l2[i] as usize]);
@@ -277,14 +287,12 @@ impl Chunker {
                 warm(from + 2 * lane_len),
                 warm(from + 3 * lane_len),
             ];
-            let lane = |k: usize| &region[k * lane_len..(k + 1) * lane_len];
-            let l = [lane(0), lane(1), lane(2), lane(3)];
             for lane in lanes.iter_mut() {
                 lane.clear();
             }
             let mut i = 0;
             loop {
-                i = run_lanes(l, i, gear, mb, &mut h);
+                i = run_lanes(region, lane_len, i, gear, mb, &mut h);
                 if i == lane_len {
                     break;
                 }
@@ -415,7 +423,7 @@ impl Chunker {
         thread::scope(|s| {
             for _ in 0..crate::cores().clamp(1, 8) {
                 let job_rx = job_rx.clone();
-                s.spawn(move || {
+                crate::spawn_named(s, "coffer-scan", move || {
                     let mut lanes = Default::default();
                     for job in job_rx {
                         let fresh = &job.block[head..head + job.len];

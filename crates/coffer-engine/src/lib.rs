@@ -35,3 +35,16 @@ pub(crate) fn cores() -> usize {
     static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     *CORES.get_or_init(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
 }
+
+/// Spawns a scoped thread named `name` (shown by `top -H`, `perf` and debuggers),
+/// panicking as [`std::thread::Scope::spawn`] does if the thread cannot be created.
+pub(crate) fn spawn_named<'scope, T: Send + 'scope>(
+    s: &'scope std::thread::Scope<'scope, '_>,
+    name: &str,
+    f: impl FnOnce() -> T + Send + 'scope,
+) -> std::thread::ScopedJoinHandle<'scope, T> {
+    std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn_scoped(s, f)
+        .expect("failed to spawn a thread")
+}

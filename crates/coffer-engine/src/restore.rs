@@ -225,7 +225,7 @@ impl Plan {
             for _ in 0..n {
                 let rx = rx.clone();
                 let (src, outcome, damaged, fatal) = (&src, &outcome, &damaged, &fatal);
-                s.spawn(move || {
+                crate::spawn_named(s, "coffer-restore", move || {
                     let mut prefetch = src.buffer();
                     for batch in rx {
                         // A many-chunk file is alone in its batch and prefetches its own.
@@ -502,7 +502,7 @@ fn write_in_parallel(
     thread::scope(|s| {
         for _ in 0..threads {
             let (batches, next, failed, stop, write) = (&batches, &next, &failed, &stop, &write);
-            s.spawn(move || {
+            crate::spawn_named(s, "coffer-restore", move || {
                 let mut prefetch = src.buffer();
                 loop {
                     let b = next.fetch_add(1, Ordering::Relaxed);
