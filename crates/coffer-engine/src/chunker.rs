@@ -175,12 +175,13 @@ pub(crate) fn fill(reader: &mut impl Read, buf: &mut [u8], end: &mut usize) -> i
 /// where any lane has a candidate (its hashes then include that byte), or to the
 /// lanes' end; returns that offset. Lane `k` is `region[k * lane_len..][..lane_len]`.
 ///
-/// Never inlined, and given only plain values: a loop with nothing else in its
-/// function keeps every value in a register whatever calls it. Inlined, its code
-/// depended on the caller and on how the build split the crate: one lane pointer was
-/// reloaded from the stack on every byte in some builds and not in others, which
-/// moved the scan's speed by up to 1.7x between two binaries of the same source
-/// (docs/performance.md).
+/// Never inlined, and given only plain values: its code is the same whatever calls it
+/// (inlined, it differed between `coffer` and `coffer-bench`, one of them reloading a
+/// lane pointer from the stack on every byte). Its speed also depends on its address:
+/// 2.8 or 4.3 GB/s a core by where the loop starts in a 64-byte line, which
+/// `.cargo/config.toml`'s function alignment pins (docs/performance.md, "The scan
+/// loop's speed depended on its address"); after editing it, check that its first
+/// `movzbl` still lands at 0x23 (mod 0x40) with `objdump -d`.
 #[inline(never)]
 fn run_lanes(
     region: &[u8],
