@@ -90,7 +90,10 @@ pub(crate) struct Chunker {
 }
 
 /// A position whose rolling hash has none of `mask_both`: (absolute offset, hash).
-type Candidate = (u64, u64);
+pub(crate) type Candidate = (u64, u64);
+
+/// A scanner's reusable per-lane candidate lists.
+pub(crate) type ScanLanes = [Vec<Candidate>; LANES];
 
 /// Scanning state over one input: the rolling hash after the last scanned byte and
 /// the candidates not yet passed by a cut.
@@ -104,6 +107,21 @@ struct Scan {
 }
 
 const LANES: usize = 4;
+
+/// Where the cutting of a file cut block by block stands: the offset where its next
+/// chunk starts and the candidates after it (see [`Chunker::cut_block`]).
+#[derive(Default)]
+pub(crate) struct BlockCut {
+    start: u64,
+    scan: Scan,
+}
+
+impl BlockCut {
+    /// Offset of the next chunk's start: once the input has ended, its length.
+    pub(crate) fn start(&self) -> u64 {
+        self.start
+    }
+}
 
 /// A scanner thread is gone (it could only have panicked): the input cannot be cut.
 fn scanners_stopped() -> io::Error {
@@ -500,6 +518,53 @@ impl Chunker {
         })
     }
 
+    /// How a file cut in parallel ([`BlockCut`]) is read: `(head, fresh)`. Block `k`
+    /// holds the input's bytes `[k * fresh - head, (k + 1) * fresh)` (the first block no
+    /// head): the head re-reads the end of the block before, where the chunk cut across
+    /// their boundary starts and the rolling hash warms up.
+    pub(crate) fn block_layout(&self) -> (usize, usize) {
+        (self.max, (self.max * 8).max(2 << 20))
+    }
+
+    /// The cut candidates of a block's fresh bytes `block[head..]`, at absolute offset
+    /// `offset` (the head's bytes warm the rolling hash up): the same as a scan of the
+    /// whole input finds there.
+    pub(crate) fn scan_block(
+        &self,
+        block: &[u8],
+        head: usize,
+        offset: u64,
+        lanes: &mut ScanLanes,
+    ) -> Vec<Candidate> {
+        let warm = &block[head.saturating_sub(self.settle)..head];
+        self.scan_detached(warm, &block[head..], offset, lanes)
+    }
+
+    /// Cuts a block ([`Self::block_layout`]) once the blocks before it are cut: its
+    /// bytes `block` start at absolute offset `block_offset`, `candidates` are its
+    /// [`Self::scan_block`], and `cut` holds where the chunk being cut starts. Pushes
+    /// the ranges (in `block`) of the chunks its bytes decide: all of them up to its end
+    /// with `ended` (the input ends there), else those that end a chunk's maximum
+    /// before it (the next block's head holds the rest).
+    pub(crate) fn cut_block(
+        &self,
+        cut: &mut BlockCut,
+        candidates: Vec<Candidate>,
+        block: &[u8],
+        block_offset: u64,
+        ended: bool,
+        out: &mut Vec<Range<usize>>,
+    ) {
+        cut.scan.candidates.extend(candidates);
+        let end = block_offset + block.len() as u64;
+        while cut.start < end && (ended || end - cut.start >= self.max as u64) {
+            let from = (cut.start - block_offset) as usize;
+            let len = self.next_cut(&block[from..], cut.start, &mut cut.scan);
+            out.push(from..from + len);
+            cut.start += len as u64;
+        }
+    }
+
     /// The candidates of `data` (absolute offset of `data[0]`: `offset`), whose rolling
     /// hash starts from the bytes before it, `warm` (at least `settle` of them, or all
     /// since the input's start): the same as a scan from the start of the input.
@@ -608,6 +673,7 @@ mod tests {
             data((256 << 10) + 1),
             data(3 << 20),
             data((5 << 20) + 12345),
+            data(4 << 20),
             vec![0u8; 3 << 20],
         ];
         // Low-entropy data: many positions close to matching.
@@ -637,6 +703,7 @@ mod tests {
                     want,
                     "shared, params {i}, input {j}"
                 );
+                assert_eq!(block_cuts(&c, d), want, "blocks, params {i}, input {j}");
                 if j % 4 == 0 {
                     let mut got = Vec::new();
                     c.for_each_chunk::<_, io::Error>(Trickle(d, 10_007), &mut Vec::new(), |ch| {
@@ -678,6 +745,38 @@ mod tests {
             )
             .unwrap();
         assert_eq!(n, d.len() as u64);
+        v
+    }
+
+    /// Cut lengths through [`Chunker::scan_block`] and [`Chunker::cut_block`], block by
+    /// block as the backup workers read a file, checking each chunk's bytes.
+    fn block_cuts(c: &Chunker, d: &[u8]) -> Vec<usize> {
+        let (head_max, fresh) = c.block_layout();
+        let (mut cut, mut lanes, mut v) = (BlockCut::default(), Default::default(), Vec::new());
+        let mut pos = 0;
+        for k in 0.. {
+            let offset = k * fresh;
+            let head = offset.min(head_max);
+            let from = offset - head;
+            let block = &d[from.min(d.len())..(offset + fresh).min(d.len())];
+            let ended = block.len() < head + fresh;
+            let candidates = if block.len() > head {
+                c.scan_block(block, head, offset as u64, &mut lanes)
+            } else {
+                Vec::new()
+            };
+            let mut out = Vec::new();
+            c.cut_block(&mut cut, candidates, block, from as u64, ended, &mut out);
+            for r in out {
+                assert_eq!(&block[r.clone()], &d[pos..pos + r.len()]);
+                pos += r.len();
+                v.push(r.len());
+            }
+            if ended {
+                break;
+            }
+        }
+        assert_eq!(cut.start(), d.len() as u64);
         v
     }
 
