@@ -186,91 +186,11 @@ pub(crate) fn run(
         .filter(|m| m.info.instance_id == req.instance_id && m.info.source_kind == source_kind)
         .max_by(|a, b| (a.info.time, &a.info.id).cmp(&(b.info.time, &b.info.id)));
 
-    let written = Mutex::new(Written::default());
-    let queued = Mutex::new(IdSet::default());
-    let n_workers = workers();
-    let (tx, rx) = bounded::<Work<'_>>(JOB_QUEUE);
-    let (pack_tx, pack_rx) = bounded::<FinishedPack>(0);
-    let pools = Pools {
-        chunks: bounded(n_workers * 6 + 2),
-        blocks: bounded(2),
-        packs: bounded(PACK_WRITERS),
-    };
-    // Set when storing a pack failed: the workers stop compressing.
-    let failed = AtomicBool::new(false);
-    let result = thread::scope(|s| {
-        let (written, pools, failed) = (&written, &pools, &failed);
-        let writers: Vec<_> = (0..PACK_WRITERS)
-            .map(|_| {
-                let pack_rx = pack_rx.clone();
-                crate::spawn_named(s, "coffer-packs", move || {
-                    pack_writer(inner, pack_rx, written, pools, failed)
-                })
-            })
-            .collect();
-        drop(pack_rx);
-        let handles: Vec<_> = (0..n_workers)
-            .map(|_| {
-                let (rx, pack_tx) = (rx.clone(), pack_tx.clone());
-                let (queued, index) = (&queued, &index);
-                crate::spawn_named(s, "coffer-worker", move || {
-                    worker(inner, index, queued, rx, pack_tx, pools, failed)
-                })
-            })
-            .collect();
-        drop((rx, pack_tx));
-        let mut walker = Walker {
-            inner,
-            index: &index,
-            queued: &queued,
-            tx,
-            trees_waiting: 0,
-            batch: Vec::new(),
-            batch_bytes: 0,
-            batch_replies: 0,
-            pools,
-            progress,
-            stats: Stats::default(),
-            warnings: Vec::new(),
-            read_buf: Vec::new(),
-        };
-        let root = match req.source {
+    let (root, stats, warnings, written) =
+        pipeline(inner, &index, progress, |walker| match req.source {
             BackupSource::Directory(ref path) => walker.backup_root(path, parent.as_ref()),
             BackupSource::Stream(reader) => walker.backup_stream(reader, req.time),
-        };
-        let root = root.and_then(|root| walker.flush().map(|()| root));
-        let Walker {
-            tx,
-            stats,
-            warnings,
-            ..
-        } = walker;
-        drop(tx);
-        let mut first_err = None;
-        for h in handles.into_iter().chain(writers) {
-            match h.join() {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    first_err.get_or_insert(e);
-                }
-                Err(_) => {
-                    first_err
-                        .get_or_insert(EngineError::Internal("a backup worker panicked".into()));
-                }
-            }
-        }
-        // A worker's storage error is the root cause of a walker send failure.
-        match (root, first_err) {
-            (_, Some(e)) => Err(e),
-            (Err(e), None) => Err(e),
-            (Ok(root), None) => Ok((root, stats, warnings)),
-        }
-    });
-    let (root, stats, warnings) = result?;
-
-    let written = written
-        .into_inner()
-        .map_err(|_| EngineError::Internal("poisoned".into()))?;
+        })?;
     let mut added = written.bytes;
     if !written.dirs.is_empty() {
         let id = format::new_object_id()?;
@@ -303,6 +223,99 @@ pub(crate) fn run(
         recovery_point: manifest.info,
         warnings,
     })
+}
+
+/// Runs `walk` with a walker whose workers and pack writers run meanwhile; returns its
+/// result once every queued chunk is stored, with the walk's statistics, warnings and
+/// what the pack writers stored.
+fn pipeline<'a, T>(
+    inner: &'a Inner,
+    index: &'a Index,
+    progress: &'a dyn Progress,
+    walk: impl FnOnce(&mut Walker<'_>) -> Result<T, EngineError>,
+) -> Result<(T, Stats, Vec<String>, Written), EngineError> {
+    let written = Mutex::new(Written::default());
+    let queued = Mutex::new(IdSet::default());
+    let n_workers = workers();
+    let (tx, rx) = bounded::<Work<'_>>(JOB_QUEUE);
+    let (pack_tx, pack_rx) = bounded::<FinishedPack>(0);
+    let pools = Pools {
+        chunks: bounded(n_workers * 6 + 2),
+        blocks: bounded(2),
+        packs: bounded(PACK_WRITERS),
+    };
+    // Set when storing a pack failed: the workers stop compressing.
+    let failed = AtomicBool::new(false);
+    let result = thread::scope(|s| {
+        let (written, pools, failed) = (&written, &pools, &failed);
+        let writers: Vec<_> = (0..PACK_WRITERS)
+            .map(|_| {
+                let pack_rx = pack_rx.clone();
+                crate::spawn_named(s, "coffer-packs", move || {
+                    pack_writer(inner, pack_rx, written, pools, failed)
+                })
+            })
+            .collect();
+        drop(pack_rx);
+        let handles: Vec<_> = (0..n_workers)
+            .map(|_| {
+                let (rx, pack_tx) = (rx.clone(), pack_tx.clone());
+                let (queued, index) = (&queued, index);
+                crate::spawn_named(s, "coffer-worker", move || {
+                    worker(inner, index, queued, rx, pack_tx, pools, failed)
+                })
+            })
+            .collect();
+        drop((rx, pack_tx));
+        let mut walker = Walker {
+            inner,
+            index,
+            queued: &queued,
+            tx,
+            trees_waiting: 0,
+            batch: Vec::new(),
+            batch_bytes: 0,
+            batch_replies: 0,
+            pools,
+            progress,
+            stats: Stats::default(),
+            warnings: Vec::new(),
+            read_buf: Vec::new(),
+        };
+        let root = walk(&mut walker);
+        let root = root.and_then(|root| walker.flush().map(|()| root));
+        let Walker {
+            tx,
+            stats,
+            warnings,
+            ..
+        } = walker;
+        drop(tx);
+        let mut first_err = None;
+        for h in handles.into_iter().chain(writers) {
+            match h.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    first_err.get_or_insert(e);
+                }
+                Err(_) => {
+                    first_err
+                        .get_or_insert(EngineError::Internal("a backup worker panicked".into()));
+                }
+            }
+        }
+        // A worker's storage error is the root cause of a walker send failure.
+        match (root, first_err) {
+            (_, Some(e)) => Err(e),
+            (Err(e), None) => Err(e),
+            (Ok(root), None) => Ok((root, stats, warnings)),
+        }
+    });
+    let (root, stats, warnings) = result?;
+    let written = written
+        .into_inner()
+        .map_err(|_| EngineError::Internal("poisoned".into()))?;
+    Ok((root, stats, warnings, written))
 }
 
 /// Stores full packs, one at a time (one of [`PACK_WRITERS`]), so that the workers
@@ -1383,6 +1396,90 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    /// A vault with the default parameters, in `dir`.
+    fn default_repo(dir: &Path) -> Repository {
+        let store = Arc::new(LocalStore::open(dir.join("s")).unwrap());
+        let dek = DataKey::generate().unwrap();
+        let pmk = PlatformKey::new("pmk".into(), &SecretKey::generate().unwrap());
+        let wk = WrappedKey::seal(&pmk, &dek, "v", String::new()).unwrap();
+        Repository::create(store, dir.join("l"), "v", dek, &wk, RepoParams::default()).unwrap()
+    }
+
+    /// Asks the backup to stop from the `.1`th time it is asked on.
+    struct StopAfter(std::sync::atomic::AtomicU64, u64);
+    impl Progress for StopAfter {
+        fn stop_requested(&self) -> bool {
+            self.0.fetch_add(1, Ordering::Relaxed) + 1 >= self.1
+        }
+    }
+
+    #[test]
+    fn a_large_file_read_block_by_block_gets_the_chunks_of_one_pass_whatever_size_it_had() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = default_repo(dir.path());
+        let inner = &repo.inner;
+        let (index, _) = inner.load_index().unwrap();
+        let mut data = pseudo_random(6 << 20, 1);
+        data.extend(b"some compressible text\n".iter().cycle().take(3 << 20));
+        data.extend(pseudo_random(12345, 2));
+        let path = dir.path().join("file");
+        fs::write(&path, &data).unwrap();
+        // The walker's chunker for large files.
+        fn large<'w>(w: &Walker<'w>) -> &'w Chunker {
+            match w.inner.chunking.split(u64::MAX) {
+                Split::Chunks(c) => c,
+                Split::Whole => unreachable!("a stream is chunked"),
+            }
+        }
+        let Split::Chunks(chunker) = inner.chunking.split(u64::MAX) else {
+            unreachable!("a stream is chunked")
+        };
+        let mut want = Vec::new();
+        chunker.for_each_chunk_in(&data, |c| want.push(inner.id_key.id(c)));
+        let (_, fresh) = chunker.block_layout();
+        let len = data.len() as u64;
+        // The size seen when the file was looked at: right; smaller (it grew since,
+        // from nothing or by blocks, or to a block boundary); larger (it shrank since).
+        for size in [len, 0, 1, 3 << 20, 4 * fresh as u64, len + 1, 40 << 20] {
+            let (got, _, _, written) = pipeline(inner, &index, &NoProgress, |w| {
+                w.parallel_file(File::open(&path).unwrap(), size, large(w))
+            })
+            .unwrap();
+            assert_eq!(got.0, want, "size seen {size}");
+            assert_eq!(got.1, len, "size seen {size}");
+            assert!(
+                written.bytes > (6 << 20),
+                "size seen {size}: {}",
+                written.bytes
+            );
+        }
+        // A file that ends on a block boundary.
+        fs::write(&path, &data[..2 * fresh]).unwrap();
+        let mut want = Vec::new();
+        chunker.for_each_chunk_in(&data[..2 * fresh], |c| want.push(inner.id_key.id(c)));
+        let (got, ..) = pipeline(inner, &index, &NoProgress, |w| {
+            w.parallel_file(File::open(&path).unwrap(), 2 * fresh as u64, large(w))
+        })
+        .unwrap();
+        assert_eq!(got, (want, 2 * fresh as u64));
+        // A read error fails the file (the source's error), and a stop stops it.
+        let err = pipeline(inner, &index, &NoProgress, |w| {
+            w.parallel_file(File::open(dir.path()).unwrap(), len, large(w))
+        })
+        .err()
+        .expect("a read error");
+        assert!(matches!(err, EngineError::Source { .. }), "{err:?}");
+        fs::write(&path, &data).unwrap();
+        // Asked before each block is sent: it stops after two.
+        let stop = StopAfter(Default::default(), 3);
+        let err = pipeline(inner, &index, &stop, |w| {
+            w.parallel_file(File::open(&path).unwrap(), len, large(w))
+        })
+        .err()
+        .expect("stopped");
+        assert!(matches!(err, EngineError::Stopped), "{err:?}");
     }
 
     #[test]
