@@ -148,7 +148,50 @@ const ASYNC_HASH_MIN_FILE: u64 = 8 << 20;
 struct Pools {
     chunks: (Sender<Vec<u8>>, Receiver<Vec<u8>>),
     blocks: (Sender<Vec<u8>>, Receiver<Vec<u8>>),
-    packs: (Sender<Vec<u8>>, Receiver<Vec<u8>>),
+    packs: PackBuffers,
+}
+
+/// Data packs' buffers (each about 17 MiB, touched whole): at most one per worker and
+/// one per pack writer exist, so that a second pack writer does not raise the peak
+/// memory; a worker that needs one while all are in use waits for a pack writer to
+/// give one back. (Tree packs, few and small, get their own.)
+struct PackBuffers {
+    free: (Sender<Vec<u8>>, Receiver<Vec<u8>>),
+    /// Buffers that may still be made.
+    unmade: std::sync::atomic::AtomicUsize,
+}
+
+impl PackBuffers {
+    fn new(limit: usize) -> Self {
+        Self {
+            free: bounded(limit),
+            unmade: limit.into(),
+        }
+    }
+
+    /// A buffer for a data pack (empty when newly made). Waits while all are in use,
+    /// unless `stop` is set (storing failed: buffers may not come back).
+    fn take(&self, stop: &AtomicBool) -> Vec<u8> {
+        loop {
+            if let Ok(buf) = self.free.1.try_recv() {
+                return buf;
+            }
+            let made = self
+                .unmade
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+            if made.is_ok() || stop.load(Ordering::Relaxed) {
+                return Vec::new();
+            }
+            if let Ok(buf) = self.free.1.recv_timeout(Duration::from_millis(50)) {
+                return buf;
+            }
+        }
+    }
+
+    /// Gives a data pack's buffer back.
+    fn give(&self, buf: Vec<u8>) {
+        let _ = self.free.0.try_send(buf);
+    }
 }
 
 /// What the pack writer stored.
@@ -160,7 +203,8 @@ struct Written {
 
 /// Threads storing full packs: two, so that one writes while the other waits for its
 /// `fsync` and rename (a virtio disk took 1.4–1.7 GB/s with one writer, 1.8 with two;
-/// a 2 GiB first backup went from 0.83 to 0.77 s). Each holds a pack buffer.
+/// a 2 GiB first backup went from 0.83 to 0.77 s). The second costs one more pack
+/// buffer ([`PackBuffers`]): about 17 MiB of peak memory.
 const PACK_WRITERS: usize = 2;
 
 /// Number of worker threads: one per available core.
@@ -242,7 +286,7 @@ fn pipeline<'a, T>(
     let pools = Pools {
         chunks: bounded(n_workers * 6 + 2),
         blocks: bounded(2),
-        packs: bounded(PACK_WRITERS),
+        packs: PackBuffers::new(n_workers + PACK_WRITERS),
     };
     // Set when storing a pack failed: the workers stop compressing.
     let failed = AtomicBool::new(false);
@@ -328,6 +372,16 @@ fn pack_writer(
     pools: &Pools,
     failed: &AtomicBool,
 ) -> Result<(), EngineError> {
+    /// A panic here (a bug) also stops the workers, who may wait for its buffer.
+    struct FailOnPanic<'f>(&'f AtomicBool);
+    impl Drop for FailOnPanic<'_> {
+        fn drop(&mut self) {
+            if thread::panicking() {
+                self.0.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+    let _guard = FailOnPanic(failed);
     let mut error = None;
     for pack in rx {
         if error.is_none() {
@@ -335,13 +389,16 @@ fn pack_writer(
             match inner.store.put(&pack.key, pack.bytes()) {
                 Ok(()) => {
                     let (dir, buf) = pack.into_parts();
+                    let kind = dir.kind;
                     let mut wr = written
                         .lock()
                         .map_err(|_| EngineError::Internal("poisoned".into()))?;
                     wr.bytes += len;
                     wr.dirs.push(dir);
                     drop(wr);
-                    let _ = pools.packs.0.try_send(buf);
+                    if kind == BlobKind::Data {
+                        pools.packs.give(buf);
+                    }
                     continue;
                 }
                 Err(e) => {
@@ -500,7 +557,7 @@ impl Storer<'_> {
                     // Tree packs stay small: a recycled (fully touched) pack buffer
                     // would keep a whole pack's memory resident for them.
                     let buf = match kind {
-                        BlobKind::Data => pools.packs.1.try_recv().unwrap_or_default(),
+                        BlobKind::Data => pools.packs.take(self.stop),
                         BlobKind::Tree => Vec::new(),
                     };
                     let target = inner.config.params.pack_target as usize;
@@ -1480,6 +1537,29 @@ mod tests {
         .err()
         .expect("stopped");
         assert!(matches!(err, EngineError::Stopped), "{err:?}");
+    }
+
+    #[test]
+    fn no_more_pack_buffers_are_made_than_the_limit() {
+        let buffers = PackBuffers::new(2);
+        let stop = AtomicBool::new(false);
+        let (a, b) = (buffers.take(&stop), buffers.take(&stop));
+        // A third waits for one to be given back.
+        thread::scope(|s| {
+            let third = s.spawn(|| {
+                let mut buf = buffers.take(&stop);
+                buf.push(1);
+                buf
+            });
+            thread::sleep(Duration::from_millis(120));
+            assert!(!third.is_finished(), "a third buffer was made");
+            buffers.give(vec![7]);
+            assert_eq!(third.join().unwrap(), [7, 1]);
+        });
+        // After a failure nobody may give one back: no waiting then.
+        stop.store(true, Ordering::Relaxed);
+        assert!(buffers.take(&stop).is_empty());
+        drop((a, b));
     }
 
     #[test]
