@@ -595,16 +595,19 @@ impl Storer<'_> {
         let head = offset.min(head_max as u64) as usize;
         let from = offset - head as u64;
         let want = head + fresh;
-        if buf.len() < want {
-            buf.resize(want, 0);
+        // One byte more than the block: whether the file goes on past it (the next
+        // block reads that byte again).
+        if buf.len() <= want {
+            buf.resize(want + 1, 0);
         }
         let read = if file.cancel.load(Ordering::Relaxed) {
             Ok(0)
         } else {
-            read_at_full(&file.file, &mut buf[..want], from)
+            read_at_full(&file.file, &mut buf[..=want], from)
         };
+        let read = read.map(|n| (n.min(want), n <= want));
         let candidates = match read {
-            Ok(n) if n > head => chunker.scan_block(&buf[..n], head, offset, lanes),
+            Ok((n, _)) if n > head => chunker.scan_block(&buf[..n], head, offset, lanes),
             _ => Vec::new(),
         };
         let mut ranges = Vec::new();
@@ -612,8 +615,7 @@ impl Storer<'_> {
         let first = turn.chunks;
         if !turn.ended && !file.cancel.load(Ordering::Relaxed) {
             match read {
-                Ok(n) => {
-                    let ended = n < want;
+                Ok((n, ended)) => {
                     chunker.cut_block(
                         &mut turn.cut,
                         candidates,
@@ -1029,9 +1031,8 @@ impl<'a> Walker<'a> {
     }
 
     /// Backs up a large file block by block ([`ParallelFile`]); returns its chunk ids
-    /// and length. Sends the blocks up to the size it had when looked at and one
-    /// past it (where a short or empty read shows the end), then one at a time while
-    /// the file goes on.
+    /// and length. Sends the blocks up to the size it had when looked at (the last
+    /// finds whether it ends there), then one at a time while the file goes on.
     fn parallel_file(
         &mut self,
         file: File,
@@ -1048,7 +1049,7 @@ impl<'a> Walker<'a> {
             ids: ids_tx,
             cancel: AtomicBool::new(false),
         });
-        let sized_blocks = size / fresh as u64 + 1;
+        let sized_blocks = size.div_ceil(fresh as u64).max(1);
         let (mut ids, mut got) = (Vec::<Option<ChunkId>>::new(), 0);
         let progress = self.progress;
         let take = |ids: &mut Vec<Option<ChunkId>>, got: &mut usize, (pos, id, len)| {
