@@ -41,13 +41,17 @@ fn primitives(c: &mut Criterion) {
         b.iter(|| p.backup_pass(black_box(&d)))
     });
     g.finish();
-    // A large file's chunking in the backup: read into blocks, scanned ahead on all cores.
+    // A large file's chunking in the backup: block by block, as each worker does it
+    // (one core); a stream's: read into blocks, scanned ahead on all cores.
     let large = d.repeat(8);
     let mut g = c.benchmark_group("large_file");
     g.throughput(Throughput::Bytes(large.len() as u64));
     g.sample_size(10);
-    g.bench_function("chunker", |b| {
-        b.iter(|| p.chunk_large_input(black_box(&large)))
+    g.bench_function("chunker_in_blocks", |b| {
+        b.iter(|| p.chunk_in_blocks(black_box(&large)))
+    });
+    g.bench_function("stream_chunker", |b| {
+        b.iter(|| p.chunk_stream(black_box(&large)))
     });
     g.finish();
 }

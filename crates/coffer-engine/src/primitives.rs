@@ -6,7 +6,7 @@ use coffer_crypto::{ChunkIdKey, DataKey};
 
 use crate::{
     RepoParams,
-    chunker::Chunker,
+    chunker::{BlockCut, Chunker, ScanLanes},
     format::{self, BlobKind},
     index::Index,
     pack::{PackDirectory, PackEntry, PackWriter},
@@ -43,10 +43,36 @@ impl Primitives {
         n
     }
 
-    /// Chunking of a large input as a backup reads a large file: into shared blocks
-    /// (recycled, as the backup does), with the candidate scan run ahead on every core.
+    /// Chunking of a large file as the backup workers do it, on one core: block by
+    /// block, each copied into a reused buffer (as `pread` does), scanned, then cut.
     /// Returns the number of chunks.
-    pub fn chunk_large_input(&self, data: &[u8]) -> usize {
+    pub fn chunk_in_blocks(&self, data: &[u8]) -> usize {
+        let (head_max, fresh) = self.chunker.block_layout();
+        let (mut cut, mut lanes, mut out) = (BlockCut::default(), ScanLanes::default(), Vec::new());
+        let mut buf = vec![0u8; head_max + fresh];
+        let mut n = 0;
+        for offset in (0..data.len().max(1)).step_by(fresh) {
+            let head = offset.min(head_max);
+            let block = &data[offset - head..(offset + fresh).min(data.len())];
+            let buf = &mut buf[..block.len()];
+            buf.copy_from_slice(block);
+            let candidates = self
+                .chunker
+                .scan_block(buf, head, offset as u64, &mut lanes);
+            let ended = offset + fresh >= data.len();
+            out.clear();
+            let from = (offset - head) as u64;
+            self.chunker
+                .cut_block(&mut cut, candidates, buf, from, ended, &mut out);
+            n += out.len();
+        }
+        n
+    }
+
+    /// Chunking of a stream as a backup reads it: into shared blocks (recycled, as the
+    /// backup does), with the candidate scan run ahead on every core. Returns the
+    /// number of chunks.
+    pub fn chunk_stream(&self, data: &[u8]) -> usize {
         let mut n = 0;
         let pool = std::cell::RefCell::new(Vec::new());
         self.chunker
@@ -137,5 +163,24 @@ pub fn synthetic_index(n: usize) -> impl Fn(u64) -> bool {
         index.contains(&coffer_crypto::ChunkId(
             *blake3::hash(&k.to_le_bytes()).as_bytes(),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_benchmarked_chunking_paths_cut_alike() {
+        let p = Primitives::new(RepoParams::default());
+        let mut data = vec![0u8; (9 << 20) + 4321];
+        blake3::Hasher::new()
+            .finalize_xof()
+            .fill(&mut data[..6 << 20]);
+        for d in [&data[..], &data[..4 << 20], &[][..]] {
+            let n = p.chunk(d);
+            assert_eq!(p.chunk_in_blocks(d), n);
+            assert_eq!(p.chunk_stream(d), n);
+        }
     }
 }
