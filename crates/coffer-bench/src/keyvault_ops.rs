@@ -566,10 +566,11 @@ pub(crate) fn run(o: &Options) -> Value {
         raw_ct.truncate(n);
 
         // Every measurement runs in `rounds` slices of secs / rounds; a round measures
-        // each path and thread count once, in an order that reverses from one round to
-        // the next, so that a drift of the machine's speed during the run (other guests
-        // of the host) falls on Coffer and raw alike. Ratios are medians of per-round
-        // ratios.
+        // each path and thread count once (raw decryption once more than there are
+        // unwrap arrangements, around each), in an order that reverses from one round
+        // to the next, so that a drift of the machine's speed during the run (other
+        // guests of the host) falls on Coffer and raw alike. Ratios are medians of
+        // per-round ratios.
         let slice = o.secs / o.rounds as f64;
         let raw_decrypt = |t: usize, secs: f64| {
             measure(
@@ -590,6 +591,11 @@ pub(crate) fn run(o: &Options) -> Value {
         let raw_rate = raw_decrypt(o.threads, CALIBRATION_S.min(slice)).rate();
         let unwrap_slice =
             |t: usize| slice.max(MIN_LATENCIES * t as f64 / raw_rate.max(f64::MIN_POSITIVE));
+        // Unwraps are compared with raw decryption measured right before and right
+        // after each of them (the mean of the two), so that the host's speed, which
+        // moved by a third from one second to the next in some runs, falls on both
+        // sides of each ratio; the other steps alternate as a round's plan.
+        let is_unwrap = |s: Step| matches!(s, Step::CofferUnwrap | Step::CofferUnwrapPipelined);
         let mut plan: Vec<(Step, usize)> = coffer_counts
             .iter()
             .flat_map(|&t| Step::ALL.into_iter().map(move |s| (s, t)))
@@ -599,85 +605,115 @@ pub(crate) fn run(o: &Options) -> Value {
                 Step::RawEncrypt | Step::RawDecrypt => *t == o.threads,
             })
             .collect();
+        let (mut unwraps, mut others): (Vec<_>, Vec<_>) =
+            plan.iter().partition(|(s, _)| is_unwrap(*s));
+        others.retain(|&(s, _)| s != Step::RawDecrypt);
+        let mut run_step = |step: Step, t: usize| -> Stats {
+            let stats = match step {
+                Step::CofferWrap => measure("wrap", t, slice, open, |inst| {
+                    let r = inst
+                        .key_vault_client()
+                        .wrap_key(&principal, versionless, ALG, &DEK)
+                        .expect("wrapKey through the key vault");
+                    assert!(!r.value.is_empty());
+                }),
+                Step::CofferUnwrap => measure("unwrap", t, unwrap_slice(t), open, |inst| {
+                    let r = inst
+                        .key_vault_client()
+                        .unwrap_key(&principal, kid, ALG, &wrapped)
+                        .expect("unwrapKey through the key vault");
+                    drop(into_dek(r));
+                }),
+                Step::CofferUnwrapPipelined => {
+                    // Each call begins one unwrap and, once `depth` are begun,
+                    // finishes the oldest: in the steady window every call
+                    // completes one unwrap, so the rate is the completed calls'.
+                    let depth = o.pipeline_depth;
+                    measure(
+                        "unwrap-pipelined",
+                        t,
+                        unwrap_slice(t),
+                        || PipelinedWorker {
+                            inst: open(),
+                            begun: std::collections::VecDeque::new(),
+                        },
+                        |w| {
+                            let pending = w
+                                .inst
+                                .key_vault_client()
+                                .begin_unwrap_key(&principal, kid, ALG, &wrapped)
+                                .expect("unwrapKey through the key vault");
+                            w.begun.push_back(pending);
+                            if w.begun.len() > depth {
+                                let r = w
+                                    .begun
+                                    .pop_front()
+                                    .expect("a begun call")
+                                    .finish()
+                                    .expect("unwrapKey through the key vault");
+                                drop(into_dek(r));
+                            }
+                        },
+                    )
+                }
+                Step::RawEncrypt => measure(
+                    "raw-enc",
+                    t,
+                    slice,
+                    || vec![0u8; raw_pub.ciphertext_size()],
+                    |out| {
+                        raw_pub
+                            .encrypt(&OAEP_SHA256_MGF1SHA256, &DEK, out, None)
+                            .expect("raw encrypt");
+                    },
+                ),
+                Step::RawDecrypt => raw_decrypt(t, slice),
+            };
+            if !step.is_raw() {
+                coffer_ops += stats.ops + WARM_UP * t;
+            }
+            stats
+        };
 
         let mut rounds: Vec<HashMap<(Step, usize), Stats>> = Vec::new();
+        // Per round, the raw decryption rate each unwrap is compared with.
+        let mut paired_raw: Vec<HashMap<(Step, usize), f64>> = Vec::new();
         for _ in 0..o.rounds {
             let mut m = HashMap::new();
-            for &(step, t) in &plan {
-                let stats = match step {
-                    Step::CofferWrap => measure("wrap", t, slice, open, |inst| {
-                        let r = inst
-                            .key_vault_client()
-                            .wrap_key(&principal, versionless, ALG, &DEK)
-                            .expect("wrapKey through the key vault");
-                        assert!(!r.value.is_empty());
-                    }),
-                    Step::CofferUnwrap => measure("unwrap", t, unwrap_slice(t), open, |inst| {
-                        let r = inst
-                            .key_vault_client()
-                            .unwrap_key(&principal, kid, ALG, &wrapped)
-                            .expect("unwrapKey through the key vault");
-                        drop(into_dek(r));
-                    }),
-                    Step::CofferUnwrapPipelined => {
-                        // Each call begins one unwrap and, once `depth` are begun,
-                        // finishes the oldest: in the steady window every call
-                        // completes one unwrap, so the rate is the completed calls'.
-                        let depth = o.pipeline_depth;
-                        measure(
-                            "unwrap-pipelined",
-                            t,
-                            unwrap_slice(t),
-                            || PipelinedWorker {
-                                inst: open(),
-                                begun: std::collections::VecDeque::new(),
-                            },
-                            |w| {
-                                let pending = w
-                                    .inst
-                                    .key_vault_client()
-                                    .begin_unwrap_key(&principal, kid, ALG, &wrapped)
-                                    .expect("unwrapKey through the key vault");
-                                w.begun.push_back(pending);
-                                if w.begun.len() > depth {
-                                    let r = w
-                                        .begun
-                                        .pop_front()
-                                        .expect("a begun call")
-                                        .finish()
-                                        .expect("unwrapKey through the key vault");
-                                    drop(into_dek(r));
-                                }
-                            },
-                        )
-                    }
-                    Step::RawEncrypt => measure(
-                        "raw-enc",
-                        t,
-                        slice,
-                        || vec![0u8; raw_pub.ciphertext_size()],
-                        |out| {
-                            raw_pub
-                                .encrypt(&OAEP_SHA256_MGF1SHA256, &DEK, out, None)
-                                .expect("raw encrypt");
-                        },
-                    ),
-                    Step::RawDecrypt => raw_decrypt(t, slice),
-                };
-                if !step.is_raw() {
-                    coffer_ops += stats.ops + WARM_UP * t;
-                }
-                m.insert((step, t), stats);
+            for &(step, t) in &others {
+                m.insert((step, t), run_step(step, t));
             }
-            plan.reverse();
+            let mut pairs = HashMap::new();
+            let mut raws = vec![run_step(Step::RawDecrypt, o.threads)];
+            for &(step, t) in &unwraps {
+                m.insert((step, t), run_step(step, t));
+                let after = run_step(Step::RawDecrypt, o.threads);
+                let before = raws.last().expect("measured").rate();
+                pairs.insert((step, t), (before + after.rate()) / 2.0);
+                raws.push(after);
+            }
+            m.insert(
+                (Step::RawDecrypt, o.threads),
+                Stats::merge(raws.into_iter()),
+            );
+            others.reverse();
+            unwraps.reverse();
             rounds.push(m);
+            paired_raw.push(pairs);
         }
         // Coffer's rate (`coffer` at `t`) over raw's (`raw` at `raw_t`) in each round,
         // and their median.
         let per_round = |coffer: Step, t: usize, raw: Step, raw_t: usize| -> Vec<f64> {
             rounds
                 .iter()
-                .map(|m| m[&(coffer, t)].rate() / m[&(raw, raw_t)].rate())
+                .zip(&paired_raw)
+                .map(|(m, pairs)| {
+                    let raw_rate = match pairs.get(&(coffer, t)) {
+                        Some(&r) if raw == Step::RawDecrypt => r,
+                        _ => m[&(raw, raw_t)].rate(),
+                    };
+                    m[&(coffer, t)].rate() / raw_rate
+                })
                 .collect()
         };
         let ratio = |coffer, t, raw, raw_t| median(per_round(coffer, t, raw, raw_t));
