@@ -87,8 +87,8 @@ struct PendingTree {
 
 /// A chunk on its way to a worker. With `id` set, the walker hashed it and found it
 /// new; without, the worker hashes it, decides whether it is new, and sends the id
-/// back on `reply` with the position the walker gave (a large file's chunk in the
-/// file, or a small file's node in its directory).
+/// back on `reply` with the position the walker gave (a stream's chunk in the
+/// stream, or a small file's node in its directory).
 struct Job {
     id: Option<ChunkId>,
     kind: BlobKind,
@@ -97,7 +97,7 @@ struct Job {
 }
 
 /// A chunk's bytes: a copy (small files, trees) or a range of a shared read block
-/// (large files and streams: no copy per chunk).
+/// (streams: no copy per chunk).
 enum ChunkData {
     Owned(Vec<u8>),
     Shared(Arc<Vec<u8>>, Range<usize>),
@@ -128,8 +128,9 @@ impl ChunkData {
 
 /// Batches of chunks queued between the walker and the workers: a few milliseconds
 /// of work (about 4 MiB), so that a descheduled walker or worker on a busy machine
-/// does not stall the other side at once. Large files' chunks refer to shared read
-/// blocks, so this costs a few blocks of memory, not copies.
+/// does not stall the other side at once. A stream's chunks refer to shared read
+/// blocks, and a large file's blocks are only their numbers, so this costs a few
+/// blocks of memory, not copies.
 const JOB_QUEUE: usize = 16;
 
 /// Chunks go to the workers in batches of up to this many bytes or [`BATCH_JOBS`]
@@ -138,12 +139,13 @@ const JOB_QUEUE: usize = 16;
 const BATCH_BYTES: usize = 256 << 10;
 const BATCH_JOBS: usize = 64;
 
-/// Files at least this large are hashed by the workers (the walker only reads and
-/// chunks them); smaller ones are hashed inline, where a round trip would cost more.
+/// Files at least this large are read, cut and hashed by the workers
+/// ([`ParallelFile`]); smaller ones are read and cut by the walker, and hashed inline,
+/// where a round trip would cost more.
 const ASYNC_HASH_MIN_FILE: u64 = 8 << 20;
 
-/// Buffers passed back for reuse instead of being freed: chunk copies and read
-/// blocks (walker → worker → walker) and pack buffers (worker → pack writer → worker). Reusing them
+/// Buffers passed back for reuse instead of being freed: chunk copies and a stream's
+/// read blocks (walker → worker → walker) and pack buffers (worker → pack writer → worker). Reusing them
 /// keeps the process from touching fresh memory for every chunk and pack.
 struct Pools {
     chunks: (Sender<Vec<u8>>, Receiver<Vec<u8>>),

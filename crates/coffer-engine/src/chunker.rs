@@ -17,6 +17,9 @@
 //! long shift-add dependency chain); choosing a cut then only looks at those few
 //! candidates, plus the first 48 positions after the minimum size, where the
 //! chunk's own hash (started at the minimum) still differs from the rolling one.
+//! Since the scan only needs the 48 bytes before a position, a large input is scanned
+//! in blocks on every core (a file's blocks by the backup workers that read them, a
+//! stream's by scanner threads) and cut once in order, with the same cut points.
 
 use std::{
     collections::VecDeque,
@@ -378,7 +381,8 @@ impl Chunker {
     /// Splits a reader into chunks, calling `f` for each; memory stays bounded by a
     /// few maximum chunk sizes. `buf` is a reusable read window (grown once, never
     /// zeroed again: reusing it across many small files matters). Returns the total
-    /// number of bytes read. (Large inputs: [`Self::for_each_shared_chunk`].)
+    /// number of bytes read. (A large file: [`Self::scan_block`] and
+    /// [`Self::cut_block`]; a stream: [`Self::for_each_shared_chunk`].)
     pub(crate) fn for_each_chunk<R: Read, E: From<io::Error>>(
         &self,
         mut reader: R,
@@ -417,7 +421,7 @@ impl Chunker {
         }
     }
 
-    /// Splits a large reader into chunks without copying them: the input is read into
+    /// Splits a stream into chunks without copying them: the input is read into
     /// blocks of a few MiB, shared (`Arc`) with every chunk cut from them, and `f`
     /// gets each chunk as its block and range. A block has room at its front for the
     /// previous one's uncut tail (less than `max` bytes), copied there when the cutting
