@@ -19,7 +19,9 @@
 //! ```
 //! A large file ([`ParallelFile`]) is read by the workers themselves, a block each at a
 //! time: each reads, scans and stores its block on one core, while its bytes are in
-//! that core's cache; only the cut, cheap, goes block after block. The walker builds
+//! that core's cache; only the cut, cheap, goes block after block. Once its blocks are
+//! sent the walker goes on ([`FileInFlight`]: one at a time), so that the next large
+//! file's blocks queue behind its last ones; its node is completed when it lands. The walker builds
 //! the trees itself. A large file's chunk ids come back from the
 //! workers before its node is made. A small file (one chunk) is hashed by the walker
 //! when the workers are the slower side; while they keep up (their queue is under half
@@ -83,6 +85,8 @@ struct PendingTree {
     replies: Receiver<(usize, ChunkId)>,
     /// Subdirectories whose tree waits: (position of their node, tree).
     subdirs: Vec<(usize, PendingTree)>,
+    /// Positions of large files that failed once in flight: left out of the tree.
+    skipped: Vec<usize>,
 }
 
 /// A chunk on its way to a worker. With `id` set, the walker hashed it and found it
@@ -490,6 +494,48 @@ impl Drop for TurnGuard<'_, '_> {
             self.file.turned.notify_all();
         }
     }
+}
+
+/// A large file whose blocks the walker has sent: the walker goes on with the next
+/// entries (the next large file's blocks queue behind this one's, so that no core
+/// idles at a file's end) and completes its node once it lands ([`Walker::land`]).
+struct FileInFlight<'a> {
+    pf: Arc<ParallelFile<'a>>,
+    ids_rx: Receiver<(usize, ChunkId, u32)>,
+    /// Blocks sent so far, and how many the size seen asks for.
+    sent: u64,
+    sized_blocks: u64,
+    /// The chunk ids come back so far, by position, and their count.
+    ids: Vec<Option<ChunkId>>,
+    got: usize,
+}
+
+impl FileInFlight<'_> {
+    /// Records a chunk's id come back.
+    fn take(&mut self, (pos, id, len): (usize, ChunkId, u32), progress: &dyn Progress) {
+        if self.ids.len() <= pos {
+            self.ids.resize(pos + 1, None);
+        }
+        self.ids[pos] = Some(id);
+        self.got += 1;
+        progress.advance(u64::from(len), 0);
+    }
+}
+
+impl Drop for FileInFlight<'_> {
+    /// Dropped unfinished (the backup failed or stops): its blocks not yet read are
+    /// passed over.
+    fn drop(&mut self) {
+        self.pf.cancel.store(true, Ordering::Relaxed);
+    }
+}
+
+/// What backing up a regular file gave.
+enum FileBacked<'a> {
+    /// Its node's content (or the parent's) and its size.
+    Done(NodeKind, u64),
+    /// A large file on its way: its node is completed when it lands.
+    InFlight(FileInFlight<'a>),
 }
 
 /// Reads into `buf` from `offset` until it is full or the file ends; returns the bytes
@@ -920,8 +966,12 @@ impl<'a> Walker<'a> {
             return Ok(None);
         }
         self.trees_waiting -= 1;
+        let nodes = std::mem::take(&mut t.nodes).into_iter().enumerate();
         let tree = Tree {
-            nodes: std::mem::take(&mut t.nodes),
+            nodes: nodes
+                .filter(|(i, _)| !t.skipped.contains(i))
+                .map(|(_, n)| n)
+                .collect(),
         };
         self.put_tree(&tree).map(Some)
     }
@@ -1032,71 +1082,84 @@ impl<'a> Walker<'a> {
         }
     }
 
-    /// Backs up a large file block by block ([`ParallelFile`]); returns its chunk ids
-    /// and length. Sends the blocks up to the size it had when looked at (the last
-    /// finds whether it ends there), then one at a time while the file goes on.
-    fn parallel_file(
+    /// Starts backing up a large file block by block ([`ParallelFile`]): sends the
+    /// blocks up to the size it had when looked at (the last finds whether it ends
+    /// there); [`Self::finish_file`] sends more, one at a time, while it goes on, and
+    /// gathers its chunk ids.
+    fn start_file(
         &mut self,
         file: File,
         size: u64,
         chunker: &'a Chunker,
-    ) -> Result<(Vec<ChunkId>, u64), EngineError> {
+    ) -> Result<FileInFlight<'a>, EngineError> {
         let (_, fresh) = chunker.block_layout();
         let (ids_tx, ids_rx) = crossbeam_channel::unbounded();
-        let pf = Arc::new(ParallelFile {
-            file,
-            chunker,
-            turn: Mutex::new(FileTurn::default()),
-            turned: Condvar::new(),
-            ids: ids_tx,
-            cancel: AtomicBool::new(false),
-        });
-        let sized_blocks = size.div_ceil(fresh as u64).max(1);
-        let (mut ids, mut got) = (Vec::<Option<ChunkId>>::new(), 0);
-        let progress = self.progress;
-        let take = |ids: &mut Vec<Option<ChunkId>>, got: &mut usize, (pos, id, len)| {
-            if ids.len() <= pos {
-                ids.resize(pos + 1, None);
-            }
-            ids[pos] = Some(id);
-            *got += 1;
-            progress.advance(u64::from(len), 0);
+        let mut f = FileInFlight {
+            pf: Arc::new(ParallelFile {
+                file,
+                chunker,
+                turn: Mutex::new(FileTurn::default()),
+                turned: Condvar::new(),
+                ids: ids_tx,
+                cancel: AtomicBool::new(false),
+            }),
+            ids_rx,
+            sent: 0,
+            sized_blocks: size.div_ceil(fresh as u64).max(1),
+            ids: Vec::new(),
+            got: 0,
         };
-        let mut sent = 0u64;
+        self.pump(&mut f, false)?;
+        Ok(f)
+    }
+
+    /// Sends `f`'s blocks while taking the ids that come back: the blocks of the size
+    /// seen, then, with `to_end`, one at a time while the file goes on, until every
+    /// block sent has been cut.
+    fn pump(&mut self, f: &mut FileInFlight<'a>, to_end: bool) -> Result<(), EngineError> {
+        let ids_rx = f.ids_rx.clone();
         loop {
             if self.progress.stop_requested() {
-                pf.cancel.store(true, Ordering::Relaxed);
+                f.pf.cancel.store(true, Ordering::Relaxed);
             }
             let (next, ended) = {
-                let turn = pf.lock();
-                (turn.next, turn.ended || pf.cancel.load(Ordering::Relaxed))
+                let turn = f.pf.lock();
+                (turn.next, turn.ended || f.pf.cancel.load(Ordering::Relaxed))
             };
-            if !ended && (sent < sized_blocks || next == sent) {
+            if !ended && (f.sent < f.sized_blocks || next == f.sent) {
+                // The ids come back so far are taken without waiting for them: woken
+                // for each one, the walker cost a core 10% of a large file's backup.
+                while let Ok(r) = ids_rx.try_recv() {
+                    f.take(r, self.progress);
+                }
                 self.tx
-                    .send(Work::Block(Arc::clone(&pf), sent))
+                    .send(Work::Block(Arc::clone(&f.pf), f.sent))
                     .map_err(|_| workers_stopped())?;
-                sent += 1;
+                f.sent += 1;
                 continue;
             }
-            if next == sent {
-                break;
+            if !to_end || next == f.sent {
+                return Ok(());
             }
             match ids_rx.recv_timeout(Duration::from_millis(20)) {
-                Ok(r) => take(&mut ids, &mut got, r),
+                Ok(r) => f.take(r, self.progress),
                 Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
                 Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
                     return Err(workers_stopped());
                 }
             }
         }
+    }
+
+    /// Finishes a large file begun by [`Self::start_file`]: returns its chunk ids and
+    /// length.
+    fn finish_file(&mut self, mut f: FileInFlight<'a>) -> Result<(Vec<ChunkId>, u64), EngineError> {
+        self.pump(&mut f, true)?;
         let (chunks, len, error) = {
-            let mut turn = pf.lock();
+            let mut turn = f.pf.lock();
             (turn.chunks, turn.cut.start(), turn.error.take())
         };
-        let cancelled = pf.cancel.load(Ordering::Relaxed);
-        // The workers still sending ids hold the only senders left.
-        drop(pf);
-        if cancelled {
+        if f.pf.cancel.load(Ordering::Relaxed) {
             return Err(EngineError::Stopped);
         }
         if let Some(source) = error {
@@ -1105,15 +1168,54 @@ impl<'a> Walker<'a> {
                 source,
             });
         }
-        while got < chunks {
-            let r = ids_rx.recv().map_err(|_| workers_stopped())?;
-            take(&mut ids, &mut got, r);
+        while f.got < chunks {
+            match f.ids_rx.recv_timeout(Duration::from_millis(20)) {
+                Ok(r) => f.take(r, self.progress),
+                // Only the walker still holds the file: no id can come any more.
+                Err(_) if Arc::strong_count(&f.pf) == 1 && f.ids_rx.is_empty() => {
+                    return Err(workers_stopped());
+                }
+                Err(_) => {}
+            }
         }
-        let ids = ids
+        let ids = std::mem::take(&mut f.ids)
             .into_iter()
             .collect::<Option<Vec<_>>>()
             .ok_or_else(workers_stopped)?;
         Ok((ids, len))
+    }
+
+    /// Completes the node at `pos` of `nodes` with the large file `f` once it is
+    /// stored, or, if it failed, leaves it out of the tree (`skipped`) with a warning.
+    fn land(
+        &mut self,
+        nodes: &mut [Node],
+        skipped: &mut Vec<usize>,
+        (pos, f, rel): (usize, FileInFlight<'a>, PathBuf),
+    ) -> Result<(), EngineError> {
+        match self.finish_file(f) {
+            Ok((content, size)) => {
+                nodes[pos].kind = NodeKind::File { content };
+                nodes[pos].size = size;
+                self.stats.bytes += size;
+                self.progress.advance(0, 1);
+            }
+            Err(EngineError::Stopped) => return Err(EngineError::Stopped),
+            Err(err) => {
+                self.check_stop()?;
+                let err = match err {
+                    EngineError::Source { source, .. } => source.to_string(),
+                    other => other.to_string(),
+                };
+                self.warnings.push(warning(
+                    WARN_FILE_NOT_READABLE,
+                    &rel,
+                    format!("file skipped, cannot be read: {err}"),
+                ));
+                skipped.push(pos);
+            }
+        }
+        Ok(())
     }
 
     fn backup_stream(
@@ -1210,6 +1312,9 @@ impl<'a> Walker<'a> {
         let mut subdirs = Vec::new();
         // A subdirectory was listed since the waiting trees were last looked at.
         let mut listed_subdir = false;
+        // The large file on its way (at most one), and those that failed on it.
+        let mut in_flight: Option<(usize, FileInFlight<'a>, PathBuf)> = None;
+        let mut skipped = Vec::new();
         for (name, meta) in entries {
             self.check_stop()?;
             // Trees whose ids are back are stored as soon as the next subdirectory is
@@ -1242,6 +1347,9 @@ impl<'a> Walker<'a> {
                     Some(NodeKind::Dir { tree }) => self.inner.read_tree(self.index, tree).ok(),
                     _ => None,
                 };
+                if let Some(f) = in_flight.take() {
+                    self.land(&mut nodes, &mut skipped, f)?;
+                }
                 let sub = self.backup_dir(&child(), &child_rel, prev_tree)?;
                 subdirs.push((nodes.len(), sub));
                 listed_subdir = true;
@@ -1268,7 +1376,19 @@ impl<'a> Walker<'a> {
                 let reply =
                     (self.tx.len() < JOB_QUEUE / 2).then(|| (nodes.len(), reply_tx.clone()));
                 match self.backup_file(dir, &name, &meta, prev, reply) {
-                    Ok((k, size)) => {
+                    Ok(FileBacked::InFlight(f)) => {
+                        // The one before lands while this one's blocks are stored.
+                        if let Some(before) = in_flight.take() {
+                            self.land(&mut nodes, &mut skipped, before)?;
+                        }
+                        let placeholder = NodeKind::File {
+                            content: Vec::new(),
+                        };
+                        in_flight = Some((nodes.len(), f, child_rel));
+                        nodes.push(node_from(name, placeholder, &meta));
+                        continue;
+                    }
+                    Ok(FileBacked::Done(k, size)) => {
                         if matches!(&k, NodeKind::File { content } if content[..] == [DEFERRED_ID])
                         {
                             waiting += 1;
@@ -1298,6 +1418,9 @@ impl<'a> Walker<'a> {
             };
             nodes.push(node_from(name, kind, &meta));
         }
+        if let Some(f) = in_flight.take() {
+            self.land(&mut nodes, &mut skipped, f)?;
+        }
         // Subdirectories whose ids are all back are stored now; the others wait with
         // this directory, unless too many trees wait (this one counted).
         self.trees_waiting += 1;
@@ -1308,6 +1431,7 @@ impl<'a> Walker<'a> {
             waiting,
             replies,
             subdirs,
+            skipped,
         })
     }
 
@@ -1319,7 +1443,7 @@ impl<'a> Walker<'a> {
         meta: &Metadata,
         prev: Option<&Node>,
         reply: Option<Reply>,
-    ) -> Result<(NodeKind, u64), std::io::Error> {
+    ) -> Result<FileBacked<'a>, std::io::Error> {
         self.stats.files += 1;
         // Unchanged since the parent recovery point (size, mtime, ctime, inode), and
         // every chunk still in the vault: reuse the chunk list without reading.
@@ -1333,7 +1457,7 @@ impl<'a> Walker<'a> {
         {
             self.stats.bytes += meta.len();
             self.progress.advance(meta.len(), 1);
-            return Ok((
+            return Ok(FileBacked::Done(
                 NodeKind::File {
                     content: content.clone(),
                 },
@@ -1347,19 +1471,20 @@ impl<'a> Walker<'a> {
             OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NOFOLLOW,
             Mode::empty(),
         )?);
-        let content = match self.inner.chunking.split(meta.len()) {
-            Split::Chunks(chunker) if meta.len() >= ASYNC_HASH_MIN_FILE => {
-                self.parallel_file(file, meta.len(), chunker)
-            }
-            _ => self.content(file, meta.len(), reply),
-        };
-        let (content, size) = content.map_err(|e| match e {
+        let to_io = |e| match e {
             EngineError::Source { source, .. } => source,
             other => std::io::Error::other(other.to_string()),
-        })?;
+        };
+        if let Split::Chunks(chunker) = self.inner.chunking.split(meta.len())
+            && meta.len() >= ASYNC_HASH_MIN_FILE
+        {
+            let f = self.start_file(file, meta.len(), chunker).map_err(to_io)?;
+            return Ok(FileBacked::InFlight(f));
+        }
+        let (content, size) = self.content(file, meta.len(), reply).map_err(to_io)?;
         self.stats.bytes += size;
         self.progress.advance(0, 1);
-        Ok((NodeKind::File { content }, size))
+        Ok(FileBacked::Done(NodeKind::File { content }, size))
     }
 }
 
@@ -1475,6 +1600,17 @@ mod tests {
         }
     }
 
+    /// A large file backed up block by block, start to finish.
+    fn parallel_file<'w>(
+        w: &mut Walker<'w>,
+        file: File,
+        size: u64,
+        chunker: &'w Chunker,
+    ) -> Result<(Vec<ChunkId>, u64), EngineError> {
+        let f = w.start_file(file, size, chunker)?;
+        w.finish_file(f)
+    }
+
     #[test]
     fn a_large_file_read_block_by_block_gets_the_chunks_of_one_pass_whatever_size_it_had() {
         let dir = tempfile::tempdir().unwrap();
@@ -1504,7 +1640,7 @@ mod tests {
         // from nothing or by blocks, or to a block boundary); larger (it shrank since).
         for size in [len, 0, 1, 3 << 20, 4 * fresh as u64, len + 1, 40 << 20] {
             let (got, _, _, written) = pipeline(inner, &index, &NoProgress, |w| {
-                w.parallel_file(File::open(&path).unwrap(), size, large(w))
+                parallel_file(w, File::open(&path).unwrap(), size, large(w))
             })
             .unwrap();
             assert_eq!(got.0, want, "size seen {size}");
@@ -1520,13 +1656,13 @@ mod tests {
         let mut want = Vec::new();
         chunker.for_each_chunk_in(&data[..2 * fresh], |c| want.push(inner.id_key.id(c)));
         let (got, ..) = pipeline(inner, &index, &NoProgress, |w| {
-            w.parallel_file(File::open(&path).unwrap(), 2 * fresh as u64, large(w))
+            parallel_file(w, File::open(&path).unwrap(), 2 * fresh as u64, large(w))
         })
         .unwrap();
         assert_eq!(got, (want, 2 * fresh as u64));
         // A read error fails the file (the source's error), and a stop stops it.
         let err = pipeline(inner, &index, &NoProgress, |w| {
-            w.parallel_file(File::open(dir.path()).unwrap(), len, large(w))
+            parallel_file(w, File::open(dir.path()).unwrap(), len, large(w))
         })
         .err()
         .expect("a read error");
@@ -1535,11 +1671,79 @@ mod tests {
         // Asked before each block is sent: it stops after two.
         let stop = StopAfter(Default::default(), 3);
         let err = pipeline(inner, &index, &stop, |w| {
-            w.parallel_file(File::open(&path).unwrap(), len, large(w))
+            parallel_file(w, File::open(&path).unwrap(), len, large(w))
         })
         .err()
         .expect("stopped");
         assert!(matches!(err, EngineError::Stopped), "{err:?}");
+    }
+
+    #[test]
+    fn large_files_in_flight_one_after_another_land_in_their_own_nodes() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = default_repo(dir.path());
+        let src = dir.path().join("src");
+        fs::create_dir_all(src.join("d")).unwrap();
+        // Large files (≥ 8 MiB, read block by block) next to each other, around a small
+        // file and a subdirectory that holds another.
+        let files: [(&str, usize); 5] = [
+            ("a", 9 << 20),
+            ("b", 5000),
+            ("c", (12 << 20) + 7),
+            ("d/e", 10 << 20),
+            ("f", 8 << 20),
+        ];
+        for (i, (name, len)) in files.iter().enumerate() {
+            fs::write(src.join(name), pseudo_random(*len, 10 + i as u8)).unwrap();
+        }
+        let rp = repo
+            .backup(
+                BackupRequest {
+                    instance_id: "i".into(),
+                    source: BackupSource::Directory(src.clone()),
+                    time: 1,
+                },
+                &NoProgress,
+            )
+            .unwrap()
+            .recovery_point;
+        assert_eq!(
+            rp.logical_bytes,
+            files.iter().map(|f| f.1 as u64).sum::<u64>()
+        );
+        let inner = &repo.inner;
+        let (index, _) = inner.load_index().unwrap();
+        let root = inner
+            .read_tree(&index, &inner.manifest(&rp.id).unwrap().root)
+            .unwrap();
+        let names: Vec<_> = root.nodes.iter().map(|n| n.name.clone()).collect();
+        assert_eq!(names, [&b"a"[..], b"b", b"c", b"d", b"f"]);
+        let sub = match &root.nodes[3].kind {
+            NodeKind::Dir { tree } => inner.read_tree(&index, tree).unwrap(),
+            _ => panic!("d is a directory"),
+        };
+        for (name, len) in files {
+            let (tree, leaf) = match name.split_once('/') {
+                Some((_, leaf)) => (&sub, leaf),
+                None => (&root, name),
+            };
+            let node = tree
+                .nodes
+                .iter()
+                .find(|n| n.name == leaf.as_bytes())
+                .unwrap();
+            assert_eq!(node.size, len as u64, "{name}");
+            let NodeKind::File { content } = &node.kind else {
+                panic!("{name} is a file")
+            };
+            let data = fs::read(src.join(name)).unwrap();
+            let mut want = Vec::new();
+            match inner.chunking.split(len as u64) {
+                Split::Chunks(c) => c.for_each_chunk_in(&data, |ch| want.push(inner.id_key.id(ch))),
+                Split::Whole => want.push(inner.id_key.id(&data)),
+            }
+            assert_eq!(content, &want, "{name}");
+        }
     }
 
     #[test]
