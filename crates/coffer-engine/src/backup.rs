@@ -1747,6 +1747,53 @@ mod tests {
     }
 
     #[test]
+    fn a_large_file_that_fails_in_flight_is_left_out_of_its_tree_with_a_warning() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = default_repo(dir.path());
+        let inner = &repo.inner;
+        let (index, _) = inner.load_index().unwrap();
+        let meta = fs::metadata(dir.path()).unwrap();
+        let node = |name: &str| {
+            let kind = NodeKind::File {
+                content: Vec::new(),
+            };
+            node_from(name.as_bytes().to_vec(), kind, &meta)
+        };
+        let (kept, skipped) = (node("kept"), node("failed"));
+        let (tree_id, _, warnings, _) = pipeline(inner, &index, &NoProgress, |w| {
+            // A directory opened as a file: its first block's read fails.
+            let chunker = match w.inner.chunking.split(u64::MAX) {
+                Split::Chunks(c) => c,
+                Split::Whole => unreachable!("a stream is chunked"),
+            };
+            let f = w.start_file(File::open(dir.path()).unwrap(), 20 << 20, chunker)?;
+            let mut t = PendingTree {
+                nodes: vec![kept.clone(), skipped.clone()],
+                waiting: 0,
+                replies: crossbeam_channel::never(),
+                subdirs: Vec::new(),
+                skipped: Vec::new(),
+            };
+            w.land(
+                &mut t.nodes,
+                &mut t.skipped,
+                (1, f, PathBuf::from("failed")),
+            )?;
+            assert_eq!(t.skipped, [1]);
+            w.trees_waiting += 1;
+            Ok(w.finish_tree(&mut t, true)?.expect("nothing waits"))
+        })
+        .unwrap();
+        assert_eq!(warnings.len(), 1);
+        assert!(
+            warnings[0].starts_with("UserErrorFileNotReadable: failed: file skipped"),
+            "{warnings:?}"
+        );
+        let only_kept = postcard::to_stdvec(&Tree { nodes: vec![kept] }).unwrap();
+        assert_eq!(tree_id, inner.id_key.id(&only_kept));
+    }
+
+    #[test]
     fn no_more_pack_buffers_are_made_than_the_limit() {
         let buffers = PackBuffers::new(2);
         let stop = AtomicBool::new(false);
