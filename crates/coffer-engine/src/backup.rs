@@ -1074,12 +1074,7 @@ impl<'a> Walker<'a> {
                         continue;
                     }
                     Err(err) => {
-                        self.check_stop()?;
-                        self.warnings.push(warning(
-                            WARN_FILE_NOT_READABLE,
-                            &child_rel,
-                            format!("file skipped, cannot be read: {err}"),
-                        ));
+                        self.file_skipped(&child_rel, &err)?;
                         continue;
                     }
                 }
@@ -1146,20 +1141,37 @@ impl<'a> Walker<'a> {
             OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NOFOLLOW,
             Mode::empty(),
         )?);
-        let to_io = |e| match e {
-            EngineError::Source { source, .. } => source,
-            other => std::io::Error::other(other.to_string()),
-        };
         if let Split::Chunks(chunker) = self.inner.chunking.split(meta.len())
             && meta.len() >= ASYNC_HASH_MIN_FILE
         {
-            let f = self.start_file(file, meta.len(), chunker).map_err(to_io)?;
+            let f = self.start_file(file, meta.len(), chunker).map_err(as_io)?;
             return Ok(FileBacked::InFlight(f));
         }
-        let (content, size) = self.content(file, meta.len(), reply).map_err(to_io)?;
+        let (content, size) = self.content(file, meta.len(), reply).map_err(as_io)?;
         self.stats.bytes += size;
         self.progress.advance(0, 1);
         Ok(FileBacked::Done(NodeKind::File { content }, size))
+    }
+
+    /// Reports a file that could not be read (it is left out of its directory's tree),
+    /// unless the backup is stopping, which is then the error.
+    fn file_skipped(&mut self, rel: &Path, err: &std::io::Error) -> Result<(), EngineError> {
+        self.check_stop()?;
+        self.warnings.push(warning(
+            WARN_FILE_NOT_READABLE,
+            rel,
+            format!("file skipped, cannot be read: {err}"),
+        ));
+        Ok(())
+    }
+}
+
+/// A file's backup error as the walker reports it: the source's own read error, or the
+/// engine's as one.
+fn as_io(e: EngineError) -> std::io::Error {
+    match e {
+        EngineError::Source { source, .. } => source,
+        other => std::io::Error::other(other.to_string()),
     }
 }
 

@@ -16,7 +16,7 @@ use std::{
 use coffer_crypto::ChunkId;
 use crossbeam_channel::{Receiver, Sender};
 
-use super::{Storer, WARN_FILE_NOT_READABLE, Walker, Work, warning, workers_stopped};
+use super::{Storer, Walker, Work, as_io, workers_stopped};
 use crate::{
     EngineError, Progress,
     chunker::{BlockCut, Chunker, ScanLanes},
@@ -342,16 +342,7 @@ impl<'a> Walker<'a> {
             }
             Err(EngineError::Stopped) => return Err(EngineError::Stopped),
             Err(err) => {
-                self.check_stop()?;
-                let err = match err {
-                    EngineError::Source { source, .. } => source.to_string(),
-                    other => other.to_string(),
-                };
-                self.warnings.push(warning(
-                    WARN_FILE_NOT_READABLE,
-                    &rel,
-                    format!("file skipped, cannot be read: {err}"),
-                ));
+                self.file_skipped(&rel, &as_io(err))?;
                 skipped.push(pos);
             }
         }
