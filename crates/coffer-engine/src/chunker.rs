@@ -533,6 +533,16 @@ impl Chunker {
         (self.max, (self.max * 2).max(2 << 20))
     }
 
+    /// Where block `k` ([`Self::block_layout`]) lies: `(from, head)`, the offset of its
+    /// first byte and the length of its head; it reads `head + fresh` bytes from `from`,
+    /// its fresh bytes start at `from + head`.
+    pub(crate) fn block_span(&self, k: u64) -> (u64, usize) {
+        let (head_max, fresh) = self.block_layout();
+        let offset = k * fresh as u64;
+        let head = offset.min(head_max as u64) as usize;
+        (offset - head as u64, head)
+    }
+
     /// The cut candidates of a block's fresh bytes `block[head..]`, at absolute offset
     /// `offset` (the head's bytes warm the rolling hash up): the same as a scan of the
     /// whole input finds there.
@@ -758,13 +768,12 @@ mod tests {
     /// Cut lengths through [`Chunker::scan_block`] and [`Chunker::cut_block`], block by
     /// block as the backup workers read a file, checking each chunk's bytes.
     fn block_cuts(c: &Chunker, d: &[u8]) -> Vec<usize> {
-        let (head_max, fresh) = c.block_layout();
+        let (_, fresh) = c.block_layout();
         let (mut cut, mut lanes, mut v) = (BlockCut::default(), Default::default(), Vec::new());
         let mut pos = 0;
         for k in 0.. {
-            let offset = k * fresh;
-            let head = offset.min(head_max);
-            let from = offset - head;
+            let (from, head) = c.block_span(k);
+            let (from, offset) = (from as usize, from as usize + head);
             let block = &d[from.min(d.len())..(offset + fresh).min(d.len())];
             // As the workers find it: nothing past the block.
             let ended = offset + fresh >= d.len();

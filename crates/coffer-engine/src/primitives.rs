@@ -51,9 +51,10 @@ impl Primitives {
         let (mut cut, mut lanes, mut out) = (BlockCut::default(), ScanLanes::default(), Vec::new());
         let mut buf = vec![0u8; head_max + fresh];
         let mut n = 0;
-        for offset in (0..data.len().max(1)).step_by(fresh) {
-            let head = offset.min(head_max);
-            let block = &data[offset - head..(offset + fresh).min(data.len())];
+        for k in 0..data.len().div_ceil(fresh).max(1) as u64 {
+            let (from, head) = self.chunker.block_span(k);
+            let (from, offset) = (from as usize, from as usize + head);
+            let block = &data[from..(offset + fresh).min(data.len())];
             let buf = &mut buf[..block.len()];
             buf.copy_from_slice(block);
             let candidates = self
@@ -61,9 +62,8 @@ impl Primitives {
                 .scan_block(buf, head, offset as u64, &mut lanes);
             let ended = offset + fresh >= data.len();
             out.clear();
-            let from = (offset - head) as u64;
             self.chunker
-                .cut_block(&mut cut, candidates, buf, from, ended, &mut out);
+                .cut_block(&mut cut, candidates, buf, from as u64, ended, &mut out);
             n += out.len();
         }
         n

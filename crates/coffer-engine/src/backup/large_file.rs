@@ -160,10 +160,9 @@ impl Storer<'_> {
             passed: false,
         };
         let chunker = file.chunker;
-        let (head_max, fresh) = chunker.block_layout();
-        let offset = k * fresh as u64;
-        let head = offset.min(head_max as u64) as usize;
-        let from = offset - head as u64;
+        let (_, fresh) = chunker.block_layout();
+        let (from, head) = chunker.block_span(k);
+        let offset = from + head as u64;
         let want = head + fresh;
         // One byte more than the block: whether the file goes on past it (the next
         // block reads that byte again).
